@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--limit", help="restrict targets to an inventory pattern (hosts, groups, sites)")
 
     def run_opts(sp):
-        sp.add_argument("--forks", type=int, default=25, help="targets handled in parallel (default 25)")
+        sp.add_argument("--forks", type=positive_int, default=None, help="targets handled in parallel (default: the play's rollout.forks, else 25)")
+        sp.add_argument("--shard", type=shard_arg, help="K/N: only the sites of shard K of N (deterministic split by site)")
         sp.add_argument("--owner-id", default=os.environ.get("KMSDEPLOY_OWNER_ID", "default"),
                         help="ownership marker value written on created objects (default: $KMSDEPLOY_OWNER_ID or 'default')")
         sp.add_argument("--retries", type=int, default=2, help="retries on transient transport errors (default 2)")
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("playbooks", nargs="+", metavar="PLAYBOOK")
     sp.add_argument("--format", choices=["text", "json", "markdown"], default="text")
     sp.add_argument("--detailed-exitcode", action="store_true", help="exit 2 when changes are pending")
+    sp.add_argument("--facts", help="plan offline against a facts file (kmsdeploy facts collect) without connecting")
     sp.add_argument("--out", help="save the plan (no secrets) for a later 'apply PLANFILE'")
     sp.add_argument("-v", "--verbose", action="store_true", help="also list unchanged resources")
     sp.set_defaults(func=cmd_plan)
@@ -53,7 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("playbooks", nargs="+", metavar="PLAYBOOK|PLANFILE")
     sp.add_argument("--auto-approve", action="store_true", help="do not ask for confirmation")
     sp.add_argument("--backup-dir", help="save the previous state of changed objects here (e.g. DKM SDDL)")
+    sp.add_argument("--journal", help="record each target's outcome in this file (JSON lines) for --resume")
+    sp.add_argument("--resume", metavar="JOURNAL", help="continue a stopped rollout: skip targets the journal marks converged")
+    report_opts(sp)
+    sp.add_argument("-q", "--quiet", action="store_true", help="only wave summaries and failures")
+    sp.add_argument("-v", "--verbose", action="store_true", help="also each target as it starts")
     sp.set_defaults(func=cmd_apply)
+
+    facts = sub.add_parser("facts", help="observed state of the targets, for offline plans").add_subparsers(
+        dest="facts_verb", required=True, metavar="ACTION")
+    sp = facts.add_parser("collect", help="read every target and save what was observed (no secrets)")
+    common(sp, inventory_required=True)
+    run_opts(sp)
+    sp.add_argument("playbooks", nargs="+", metavar="PLAYBOOK")
+    sp.add_argument("--out", required=True, help="facts file to write")
+    sp.set_defaults(func=cmd_facts_collect)
+
+    rep = sub.add_parser("report", help="run reports (merge) and activation reports").add_subparsers(
+        dest="report_verb", required=True, metavar="ACTION")
+    sp = rep.add_parser("merge", help="merge run reports of a sharded rollout into one")
+    sp.add_argument("reports", nargs="+", metavar="REPORT_JSON")
+    sp.add_argument("--format", choices=["json", "markdown"], default="json")
+    report_opts(sp)
+    sp.set_defaults(func=cmd_report_merge)
 
     sp = sub.add_parser("show", help="render a saved plan")
     sp.add_argument("planfile")
@@ -65,13 +89,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------- helpers
 
+def report_opts(sp):
+    sp.add_argument("--report-json", help="write the run report (schemas/run-report.schema.json) here")
+    sp.add_argument("--report-junit", help="write a JUnit XML report here (one test case per host/resource)")
+    sp.add_argument("--report-markdown", help="write a Markdown summary here")
+
+
+def positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def shard_arg(text: str) -> tuple[int, int]:
+    from .rollout import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run_context(args):
     from .providers.base import RunContext
     from .transports.base import Timeouts
 
-    return RunContext(timeouts=Timeouts(), owner_id=args.owner_id,
+    return RunContext(timeouts=Timeouts(), owner_id=getattr(args, "owner_id", "default"),
                       base_dir=os.path.dirname(os.path.abspath(args.inventory)) if getattr(args, "inventory", None) else ".",
-                      retries=max(0, args.retries), backup_dir=getattr(args, "backup_dir", None))
+                      retries=max(0, getattr(args, "retries", 2)), backup_dir=getattr(args, "backup_dir", None))
 
 
 def load(playbooks: Sequence[str], inventory: str | None, *, resolve_secrets: bool, limit: str | None = None):
@@ -115,12 +164,12 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from .planner import make_plan
+    from . import planfile, workflow
     from .render.document import has_pending, plan_document
-    from . import planfile
 
-    specs = load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit)
-    plan, _ = make_plan(specs, run_context(args), forks=args.forks)
+    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=args.facts is None, limit=args.limit),
+                           args.shard)
+    plan, _ = workflow.plan(specs, run_context(args), forks=args.forks, facts_path=args.facts)
     doc = plan_document(plan)
     out(renderer(args.format, args.verbose)(doc))
     if args.out:
@@ -141,57 +190,99 @@ def cmd_show(args) -> int:
 
 
 def cmd_apply(args) -> int:
-    from . import planfile
-    from .executor import execute
-    from .planner import make_plan, stale_refs
+    from . import planfile, progress, workflow
+    from .render import report, text
     from .render.document import has_pending, plan_document
-    from .render import text
 
-    ctx_args = args
     if len(args.playbooks) == 1 and planfile.is_plan_file(args.playbooks[0]):
-        saved = planfile.load(args.playbooks[0])
-        source = saved["source"]
-        specs = load(source["playbooks"], source.get("inventory"), resolve_secrets=True, limit=args.limit)
-        if specs.digest != source.get("spec_digest"):
-            raise PlanError(f"{args.playbooks[0]}: the playbooks or inventory changed since this plan was made; "
-                            "make a new plan")
-        if source.get("inventory"):
-            ctx_args.inventory = source["inventory"]
-        plan, obs = make_plan(specs, run_context(ctx_args), forks=args.forks)
-        stale = stale_refs(saved["fingerprints"], obs.observed)
-        if stale:
-            listed = ", ".join(stale[:10]) + (f" and {len(stale) - 10} more" if len(stale) > 10 else "")
-            raise PlanError(f"{args.playbooks[0]}: saved plan is stale: the targets changed since it was made "
-                            f"({listed}); nothing was applied. Run 'kmsdeploy plan' again.")
-        approved = True  # a saved plan is the approval
+        saved_source = planfile.load(args.playbooks[0])["source"]
+        if saved_source.get("inventory"):
+            args.inventory = saved_source["inventory"]
+        specs, plan = workflow.check_saved_plan(
+            args.playbooks[0], lambda pbs, inv: load(pbs, inv, resolve_secrets=True, limit=args.limit),
+            run_context(args), forks=args.forks)
+        specs = workflow.shard(specs, args.shard)
+        approved = True  # the saved plan is the approval
     else:
         if not args.inventory:
             raise PlanError("apply needs an inventory (-i INVENTORY) or a saved plan file")
-        specs = load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit)
-        plan, _ = make_plan(specs, run_context(args), forks=args.forks)
+        specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit), args.shard)
+        plan, _ = workflow.plan(specs, run_context(args), forks=args.forks)
         approved = args.auto_approve
     doc = plan_document(plan)
-    out(text.render(doc))
-    if not has_pending(doc):
-        return EXIT_ERROR if (doc["errors"] or doc["summary"]["refused"]) else EXIT_OK
-    if not approved:
+    if not args.quiet:
+        out(text.render(doc))
+    if not has_pending(doc) and not doc["errors"] and not doc["summary"]["refused"]:
+        return EXIT_OK
+    if has_pending(doc) and not approved:
         if not sys.stdin.isatty():
             raise PlanError("refusing to apply without confirmation: stdin is not a terminal; pass --auto-approve")
-        answer = input("Apply these changes? Only 'yes' is accepted: ")
-        if answer.strip() != "yes":
+        if not ask("Apply these changes? Only 'yes' is accepted: "):
             err("Apply cancelled.")
             return EXIT_ERROR
-    result = execute(specs, plan, run_context(args), forks=args.forks)
-    for o in sorted(result.outcomes.values(), key=lambda o: o.target):
-        status = {"converged": "ok", "failed": "FAILED", "skipped": "SKIPPED"}.get(o.status, o.status)
-        out(f"{o.target}: {status} ({len(o.applied)} applied, {o.seconds:.2f}s"
-            + (f", {o.retries} retries" if o.retries else "") + ")\n")
-        for e in o.errors:
-            out(f"  {e}\n")
-    failed = len(result.failed) + len(doc["errors"])
-    out(f"Apply: {sum(len(o.applied) for o in result.outcomes.values())} change(s) applied, "
-        f"{len(result.outcomes) - len(result.failed)} target(s) converged, {failed} failed.\n")
-    return EXIT_OK if failed == 0 else EXIT_ERROR
+    result = workflow.rollout(specs, plan, run_context(args), forks=args.forks_given,
+                              journal_path=args.resume or args.journal, resume=bool(args.resume),
+                              progress=progress.choose(quiet=args.quiet, verbose=args.verbose), confirm=ask_on_tty)
+    run_doc = report.run_document(result, plan, shard=f"{args.shard[0]}/{args.shard[1]}" if args.shard else None)
+    write_reports(args, run_doc)
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(run_doc["counts"].items()))
+    out(f"Apply: {run_doc['outcome']} ({counts}).\n")
+    if result.stopped:
+        err(f"Rollout stopped by its failure budget: {result.stopped}")
+    return run_doc["exit_code"]
+
+
+def write_reports(args, run_doc: dict) -> None:
+    from .render import report
+
+    for path, render in ((args.report_json, lambda d: json.dumps(d, indent=2, sort_keys=True) + "\n"),
+                         (args.report_junit, report.junit), (args.report_markdown, report.markdown)):
+        if path:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(render(run_doc))
+
+
+def ask(prompt: str) -> bool:
+    return input(prompt).strip() == "yes"
+
+
+def ask_on_tty(prompt: str) -> bool:
+    return sys.stdin.isatty() and ask(prompt)
+
+
+def cmd_facts_collect(args) -> int:
+    from . import planfile, workflow
+
+    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit), args.shard)
+    doc = workflow.collect_facts(specs, run_context(args), forks=args.forks)
+    planfile.save(doc, args.out)
+    bad = [t for t, v in doc["targets"].items() if v["error"]]
+    out(f"Collected facts of {len(doc['targets']) - len(bad)} target(s) into {args.out}.\n")
+    for t in bad:
+        err(f"{t}: {doc['targets'][t]['error']}")
+    return EXIT_ERROR if bad else EXIT_OK
+
+
+def cmd_report_merge(args) -> int:
+    from .render import report
+
+    docs = []
+    for path in args.reports:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                d = json.load(fh)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise PlanError(f"{path}: cannot read run report: {exc}") from None
+        if not isinstance(d, dict) or d.get("kind") != report.DOCUMENT_KIND:
+            raise PlanError(f"{path}: not a kmsdeploy run report")
+        docs.append(d)
+    try:
+        merged = report.merge_documents(docs)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    write_reports(args, merged)
+    out(report.markdown(merged) if args.format == "markdown" else json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    return merged["exit_code"]
 
 
 # ---------------------------------------------------------------- entry point
@@ -202,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed usage
         return EXIT_ERROR if exc.code else EXIT_OK
+    if hasattr(args, "forks"):
+        args.forks_given = args.forks
+        args.forks = args.forks or 25
     try:
         return args.func(args)
     except SpecError as exc:

@@ -17,29 +17,42 @@ from typing import Callable, Sequence
 from . import kinds, providers
 from .errors import ConvergenceError, KmsdeployError, TransportError
 from .model import Change, Host, Plan, Ref, Resource, Specs
+from .journal import Journal
+from .planner import now_iso
 from .planner.order import order_changes, target_stages
 from .providers.base import RunContext
+from .rollout import RolloutSettings, Wave, over_budget
 
 
 @dataclass
 class TargetOutcome:
     target: str
     site: str | None = None
-    status: str = "pending"  # converged | failed | skipped
+    status: str = "pending"  # converged | failed | skipped | not_run
     applied: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     retries: int = 0
     seconds: float = 0.0
     requests: int = 0
+    wave: int | None = None
 
 
 @dataclass
 class RunResult:
     outcomes: dict[str, TargetOutcome] = field(default_factory=dict)
+    waves: list[dict] = field(default_factory=list)
+    stopped: str | None = None  # why the failure budget stopped the rollout
+    started_at: str = ""
+    finished_at: str = ""
+
+    def outcome(self, target: str, site: str | None) -> TargetOutcome:
+        if target not in self.outcomes:
+            self.outcomes[target] = TargetOutcome(target, site)
+        return self.outcomes[target]
 
     @property
     def failed(self) -> list[TargetOutcome]:
-        return [o for o in self.outcomes.values() if o.status != "converged"]
+        return [o for o in self.outcomes.values() if o.status in ("failed", "skipped")]
 
     @property
     def ok(self) -> bool:
@@ -110,43 +123,101 @@ def pending_changes(provider, transport, host, resources, ctx, skip) -> list[Cha
     return order_changes([c for c in changes if c.pending])
 
 
-def execute(specs: Specs, plan: Plan, ctx: RunContext, *, forks: int = 25,
-            on_done: Callable[[TargetOutcome], None] | None = None) -> RunResult:
-    """Apply ``plan`` (already checked fresh by the caller) and verify every touched target."""
-    result = RunResult()
+class Progress:
+    """Receives rollout events; the CLI picks a live (terminal) or plain-lines implementation."""
+
+    def wave_started(self, wave: Wave, total_waves: int) -> None: ...
+    def target_started(self, target: str) -> None: ...
+    def target_done(self, outcome: TargetOutcome) -> None: ...
+    def wave_finished(self, wave: Wave, failed: int, stopped: str | None) -> None: ...
+    def close(self) -> None: ...
+
+
+def execute(specs: Specs, plan: Plan, ctx: RunContext, *,
+            schedule: Sequence[tuple[Wave, RolloutSettings]] | None = None,
+            progress: Progress | None = None,
+            journal: Journal | None = None,
+            confirm: Callable[[str], bool] | None = None) -> RunResult:
+    """Apply ``plan`` (already checked fresh by the caller) wave by wave and verify every touched target.
+
+    Without a schedule everything is one wave with the default settings. After each
+    wave the failure budget is checked; exceeding it stops the rollout
+    (``RunResult.stopped``) and later waves are reported as ``not_run``.
+    """
+    progress = progress or Progress()
+    result = RunResult(started_at=now_iso())
     skip = blocked_refs(plan)
     for c in plan.refusals:
-        result.outcomes.setdefault(c.ref.target, TargetOutcome(c.ref.target, c.site)).errors.append(
-            f"{c.ref.address}: refused: {c.refusal}")
+        result.outcome(c.ref.target, c.site).errors.append(f"{c.ref.address}: refused: {c.refusal}")
+    for e in plan.errors:
+        o = result.outcome(e.target, specs.hosts[e.target].site if e.target in specs.hosts else None)
+        o.errors.append(e.message)
     pending = [c for c in plan.pending if c.ref not in skip]
-    targets_with_work = {c.ref.target for c in pending}
-    resources = {}
+    if schedule is None:
+        targets = list(dict.fromkeys([c.ref.target for c in pending] + list(result.outcomes)))
+        schedule = [(Wave(0, tuple(targets)), RolloutSettings())]
+    resources: dict[str, list[Resource]] = {}
     for r in specs.resources:
-        if r.ref.target in targets_with_work:
-            resources.setdefault(r.ref.target, []).append(r)
+        resources.setdefault(r.ref.target, []).append(r)
     failed_refs: set[Ref] = set()
+    work_targets = {c.ref.target for c in pending}
 
     def run(target: str) -> TargetOutcome:
-        outcome = result.outcomes.get(target) or TargetOutcome(target, specs.hosts[target].site)
+        outcome = result.outcome(target, specs.hosts[target].site)
+        if outcome.errors:  # refused or unreadable at plan time
+            outcome.status = "failed"
+            return outcome
+        progress.target_started(target)
         start = time.monotonic()
         deps = {d for c in pending if c.ref.target == target for d in c.depends_on}
         if deps & failed_refs:
             outcome.status = "skipped"
             outcome.errors.append("skipped: a dependency on another target failed")
-        else:
+        elif target in work_targets:
             converge_target(specs.hosts[target], resources[target], ctx, outcome, skip)
+        else:
+            outcome.status = "converged"
         outcome.seconds = time.monotonic() - start
-        if on_done:
-            on_done(outcome)
         return outcome
 
-    with ThreadPoolExecutor(max_workers=max(1, forks)) as pool:
-        for stage in target_stages(pending):
-            for outcome in pool.map(run, stage):
-                result.outcomes[outcome.target] = outcome
-                if outcome.status != "converged":
-                    failed_refs.update(r.ref for r in resources[outcome.target])
-    for target, outcome in result.outcomes.items():
-        if outcome.status == "pending":
-            outcome.status = "failed"
+    for i, (wave, settings) in enumerate(schedule):
+        progress.wave_started(wave, len(schedule))
+        stage_changes = [c for c in pending if c.ref.target in set(wave.targets)]
+        stages = target_stages(stage_changes)
+        staged = {t for st in stages for t in st}
+        stages.append([t for t in wave.targets if t not in staged])
+        with ThreadPoolExecutor(max_workers=max(1, settings.forks)) as pool:
+            for stage in stages:
+                for outcome in pool.map(run, stage):
+                    outcome.wave = wave.index
+                    if outcome.status != "converged":
+                        failed_refs.update(r.ref for r in resources.get(outcome.target, ()))
+                    progress.target_done(outcome)
+                    if journal:
+                        journal.record(outcome)
+        failed = sum(1 for t in wave.targets if result.outcomes[t].status != "converged")
+        result.waves.append({"index": wave.index, "canary": wave.canary, "targets": len(wave.targets),
+                             "failed": failed, "units": list(wave.units)})
+        stopped = None
+        if over_budget(wave, failed, settings) and i + 1 < len(schedule):
+            stopped = (f"{'canary' if wave.canary else 'wave ' + str(wave.index)}: {failed} of {len(wave.targets)} "
+                       f"target(s) failed, over the budget of {settings.max_fail_percentage:g}%")
+        elif i + 1 < len(schedule) and settings.pause:
+            if settings.pause == "prompt":
+                if not (confirm and confirm(f"Wave {wave.index} done. Continue with the next wave? Only 'yes' is accepted: ")):
+                    stopped = f"stopped after wave {wave.index}: not confirmed"
+            else:
+                time.sleep(float(settings.pause))
+        if wave.canary and not stopped and journal:
+            journal.canary_passed()
+        progress.wave_finished(wave, failed, stopped)
+        if stopped:
+            result.stopped = stopped
+            for later, _ in schedule[i + 1:]:
+                for t in later.targets:
+                    o = result.outcome(t, specs.hosts[t].site)
+                    o.status = "not_run"
+            break
+    result.finished_at = now_iso()
+    progress.close()
     return result
