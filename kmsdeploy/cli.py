@@ -71,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="facts file to write")
     sp.set_defaults(func=cmd_facts_collect)
 
+    lab = sub.add_parser("lab", help="a local lab of simulated branch infrastructure").add_subparsers(
+        dest="lab_verb", required=True, metavar="ACTION")
+    for name, helptext in (("up", "start the lab in the background and write its inventory"),
+                           ("down", "stop the lab"), ("status", "show what the lab runs")):
+        sp = lab.add_parser(name, help=helptext)
+        sp.add_argument("--state-dir", help="where the lab keeps its state (default $KMSDEPLOY_LAB_DIR or ./.kmsdeploy-lab)")
+        if name == "up":
+            sp.add_argument("--sites", type=positive_int, default=3, help="head office + branch sites (default 3)")
+        sp.set_defaults(func=cmd_lab)
+
     rep = sub.add_parser("report", help="run reports (merge) and activation reports").add_subparsers(
         dest="report_verb", required=True, metavar="ACTION")
     sp = rep.add_parser("merge", help="merge run reports of a sharded rollout into one")
@@ -261,6 +271,23 @@ def cmd_facts_collect(args) -> int:
     for t in bad:
         err(f"{t}: {doc['targets'][t]['error']}")
     return EXIT_ERROR if bad else EXIT_OK
+
+
+def cmd_lab(args) -> int:
+    from .lab import manager
+
+    if args.lab_verb == "up":
+        state = manager.up(args.state_dir, sites=args.sites)
+        st = manager.status(args.state_dir)
+        out(f"Lab up in {st['state_dir']}\n  DNS: {st['dns']}\n  sites: {', '.join(state['sites'])}\n"
+            f"  inventory: {st['inventory']}\n")
+        return EXIT_OK
+    if args.lab_verb == "down":
+        out("Lab stopped.\n" if manager.down(args.state_dir) else "No lab was running.\n")
+        return EXIT_OK
+    st = manager.status(args.state_dir)
+    out(json.dumps(st, indent=2) + "\n")
+    return EXIT_OK if st["running"] else EXIT_ERROR
 
 
 def cmd_report_merge(args) -> int:
