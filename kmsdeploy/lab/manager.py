@@ -79,11 +79,47 @@ def up(path: str | None = None, *, sites: int = 3) -> dict[str, Any]:
         "zone": LAB_ZONE,
         "sites": names,
         "bind": {"pid": bind.proc.pid, "address": bind.address, "port": bind.port, "key_file": str(bind.key_file)},
+        "windows": None,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (root / "lab.json").write_text(json.dumps(state, indent=2) + "\n")
+    try:
+        state["windows"] = start_windows(root / "windows", names)
+    except Exception:
+        down(str(root))
+        raise
+    (root / "lab.json").write_text(json.dumps(state, indent=2) + "\n")
     write_inventory(root, state)
     return state
+
+
+def kms_host_name(site: str) -> str:
+    return f"kms-{site}"
+
+
+def start_windows(wdir: Path, sites: list[str]) -> dict[str, Any]:
+    """The WinRM endpoint (HTTPS, NTLM) with one simulated Windows KMS host per site."""
+    from . import daemon
+    from .winrm_server import LabHostConfig
+
+    hosts = [LabHostConfig(kms_host_name(site), f"127.0.1.{10 + i}", (f"{kms_host_name(site)}.{LAB_ZONE}",))
+             for i, site in enumerate(sites)]
+    seed_windows(wdir, hosts)
+    try:
+        st = daemon.lab_up(wdir, hosts, scheme="https", auth="ntlm")
+    except daemon.LabError as exc:
+        raise LabError(str(exc)) from None
+    return {"state_dir": str(wdir), "pid": st["pid"], "port": st["port"],
+            "hosts": {h.name: h.address for h in hosts}}
+
+
+def seed_windows(wdir: Path, hosts) -> None:
+    """Give each simulated host a realistic starting state (when the model offers seeding)."""
+    try:
+        from .model import seed_hosts
+    except ImportError:
+        return
+    seed_hosts(wdir, [h.name for h in hosts], dns_zone=LAB_ZONE)
 
 
 def write_inventory(root: Path, state: dict[str, Any]) -> Path:
@@ -91,17 +127,26 @@ def write_inventory(root: Path, state: dict[str, Any]) -> Path:
     import yaml
 
     sites = {}
+    win = state.get("windows")
+    win_vars: dict[str, Any] = {}
+    if win:
+        from . import daemon
+
+        win_vars = dict(daemon.lab_inventory(win["state_dir"])["all"]["children"]["lab_windows"]["vars"])
     for i, site in enumerate(state["sites"]):
-        sites[site] = {"hosts": {f"kms-{site}": {"ansible_host": f"127.0.1.{10 + i}", "ansible_connection": "winrm"}},
-                       "vars": {"site_domain": f"{site}.{state['zone']}"}}
-    inv = {"all": {
-        "vars": {"lab_zone": state["zone"]},
-        "children": {
-            "dns_servers": {"hosts": {"lab-dns": {
-                "ansible_connection": "rfc2136", "ansible_host": state["bind"]["address"],
-                "ansible_port": state["bind"]["port"], "kmsdeploy_tsig": {"file": state["bind"]["key_file"]}}}},
-            "sites": {"children": sites},
-        }}}
+        name = kms_host_name(site)
+        host = {"ansible_host": win["hosts"][name] if win else f"127.0.1.{10 + i}",
+                "kmsdeploy_dns_domain": state["zone"]}
+        sites[site] = {"hosts": {name: host}, "vars": {"site_domain": f"{site}.{state['zone']}"}}
+    children: dict[str, Any] = {
+        "dns_servers": {"hosts": {"lab-dns": {
+            "ansible_connection": "rfc2136", "ansible_host": state["bind"]["address"],
+            "ansible_port": state["bind"]["port"], "kmsdeploy_tsig": {"file": state["bind"]["key_file"]}}}},
+        "sites": {"children": sites},
+    }
+    if win:
+        children["kms_hosts"] = {"hosts": {kms_host_name(s): None for s in state["sites"]}, "vars": win_vars}
+    inv = {"all": {"vars": {"lab_zone": state["zone"]}, "children": children}}
     path = root / "inventory.yml"
     path.write_text("# Written by 'kmsdeploy lab up'. The lab's services listen on loopback only.\n"
                     + yaml.safe_dump(inv, sort_keys=False))
@@ -115,6 +160,13 @@ def down(path: str | None = None) -> bool:
     if not state:
         return False
     was = False
+    if state.get("windows"):
+        from . import daemon
+
+        try:
+            was = daemon.lab_down(state["windows"]["state_dir"]).get("status") == "stopped"
+        except daemon.LabError:
+            pass
     for pid in [state.get("bind", {}).get("pid")]:
         if alive(pid):
             was = True
@@ -138,6 +190,16 @@ def status(path: str | None = None) -> dict[str, Any]:
     if not state:
         return {"running": False, "state_dir": str(root)}
     bind = state["bind"]
-    return {"running": alive(bind.get("pid")), "state_dir": str(root), "inventory": str(root / "inventory.yml"),
-            "dns": f"{bind['address']}:{bind['port']} zone {state['zone']} ({'up' if alive(bind.get('pid')) else 'DOWN'})",
-            "sites": state["sites"]}
+    out = {"running": alive(bind.get("pid")), "state_dir": str(root), "inventory": str(root / "inventory.yml"),
+           "dns": f"{bind['address']}:{bind['port']} zone {state['zone']} ({'up' if alive(bind.get('pid')) else 'DOWN'})",
+           "sites": state["sites"]}
+    if state.get("windows"):
+        from . import daemon
+
+        win = daemon.lab_status(state["windows"]["state_dir"])
+        out["running"] = out["running"] and win["running"]
+        out["windows"] = (f"WinRM {win['scheme']}/{win['auth']} on port {win['port']}, {len(win['hosts'])} host(s), "
+                          f"model: {win.get('handler')} ({'up' if win['running'] else 'DOWN'})")
+        out["winrm_requests"] = {h: sum(c.values()) if isinstance(c, dict) else c
+                                 for h, c in (win.get("counters") or {}).items()}
+    return out
