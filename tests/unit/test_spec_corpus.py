@@ -1,0 +1,53 @@
+"""The bad-input corpus: every case must fail with a SpecError (never another exception),
+every diagnostic located (file, line, col), and the expected message present.
+
+A case is a directory under tests/data/bad/ with ``playbook.yml`` (or none: then
+tests/data/spec/ok_playbook.yml is used), an optional inventory (``inventory.yml`` or
+an ``inventory/`` directory), ``expect.txt`` (substrings, one per line, that must all
+appear in the error) and an optional ``forbid.txt`` (strings that must NOT appear,
+e.g. a secret value).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kmsdeploy.errors import SpecError
+from kmsdeploy.spec.load import load_specs
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+CASES = sorted(p for p in (DATA / "bad").iterdir() if p.is_dir())
+
+
+def test_corpus_is_big_enough():
+    assert len(CASES) >= 35
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Path, monkeypatch):
+    monkeypatch.delenv("KMSDEPLOY_CORPUS_UNSET_SECRET", raising=False)
+    playbook = case / "playbook.yml"
+    if not playbook.exists():
+        playbook = DATA / "spec" / "ok_playbook.yml"
+    inventory = None
+    if (case / "inventory").is_dir():
+        inventory = case / "inventory"
+    elif (case / "inventory.yml").exists():
+        inventory = case / "inventory.yml"
+    with pytest.raises(SpecError) as excinfo:
+        load_specs([str(playbook)], str(inventory) if inventory else None, resolve_secrets=True)
+    err = excinfo.value
+    text = str(err)
+    assert err.diagnostics, "a SpecError without diagnostics"
+    for d in err.diagnostics:
+        assert d.file and d.line and d.col, f"unlocated diagnostic: {d!s}"
+        assert d.line >= 1 and d.col >= 1
+    for needle in (case / "expect.txt").read_text().splitlines():
+        if needle.strip():
+            assert needle in text, f"expected {needle!r} in:\n{text}"
+    forbid = case / "forbid.txt"
+    if forbid.exists():
+        for secret in forbid.read_text().splitlines():
+            if secret.strip():
+                assert secret not in text
