@@ -29,10 +29,10 @@ def property_lines(change: dict[str, Any]) -> list[tuple[str, str]]:
     if action == "create":
         for key in change.get("properties") or sorted(after):
             if after.get(key) is not None:
-                out.append(("+", f"{key} = {fmt(after[key])}"))
+                out.extend(assignment("+", key, after[key]))
     elif action == "delete":
         for key in sorted(k for k in before if not k.startswith("_")):
-            out.append(("-", f"{key} = {fmt(before[key])}"))
+            out.extend(assignment("-", key, before[key]))
     elif action == "update":
         for key in change.get("properties", []):
             old, new = before.get(key), after.get(key)
@@ -52,6 +52,13 @@ def property_lines(change: dict[str, Any]) -> list[tuple[str, str]]:
     for note in change.get("notes", []):
         out.append(("#", note))
     return out
+
+
+def assignment(sign: str, key: str, value: Any) -> list[tuple[str, str]]:
+    """``key = value``; a list of several mappings (e.g. SRV records) gets one line per item."""
+    if isinstance(value, list) and len(value) > 1 and all(isinstance(v, dict) for v in value):
+        return [(sign, f"{key}:")] + [(sign, f"    {fmt(v)}") for v in value]
+    return [(sign, f"{key} = {fmt(value)}")]
 
 
 SYMBOL = {"create": "+", "update": "~", "delete": "-", "noop": " "}
