@@ -1,0 +1,127 @@
+"""``monitoring_agent``: the SCOM / Operations Manager agent of a Windows host. PURE.
+
+Desired and observed states share one shape::
+
+    {"installed": True,
+     "management_groups": [                      # sorted by name (multihoming: several)
+         {"name": "MG1", "primary_server": "ms1.corp.example",
+          "failover_servers": ["ms2.corp.example"],   # sorted; None in OBSERVED = could not be read
+          "port": 5723}],
+     "action_account": "LocalSystem" | "CORP\\svc-scom",
+     # desired only, never compared:
+     "msi_path": "C:\\Install\\SCOM\\MOMAgent.msi", "action_password": Secret,
+     "agent_fqdn": "kms01.corp.example" | None, "require_failover": False}
+
+The agent's primary and failover servers are read and set on the management-group side
+(reference E.3). When the target cannot read them (no OperationsManager module) the
+provider reports ``failover_servers: None`` and the diff compares the rest and says so.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..errors import Diagnostic
+from ..model import Action, Change, Resource
+from .base import Kind
+
+DEFAULT_PORT = 5723  # E.1, E.4
+LOCAL_SYSTEM = "LocalSystem"
+#: spellings an agent may report for Local System (UNCONFIRMED which one SCOM uses, E.2)
+LOCAL_SYSTEM_ALIASES = {"", "localsystem", "local system", "system", "nt authority\\system"}
+
+
+def canonical_account(text: str | None) -> str:
+    """``LocalSystem`` for every Local System spelling, else ``DOMAIN\\user`` as given."""
+    if text is None or text.strip().lower() in LOCAL_SYSTEM_ALIASES:
+        return LOCAL_SYSTEM
+    return text.strip()
+
+
+def canonical_group(g: Mapping[str, Any]) -> dict[str, Any]:
+    fail = g.get("failover_servers", [])
+    return {
+        "name": str(g["name"]),
+        "primary_server": str(g["primary_server"]).rstrip(".").lower(),
+        "failover_servers": None if fail is None else sorted({str(f).rstrip(".").lower() for f in fail}),
+        "port": int(g.get("port", DEFAULT_PORT)),
+    }
+
+
+class MonitoringAgent(Kind):
+    """A SCOM agent; one per Windows target (identity ``name``, default ``scom``)."""
+
+    name = "monitoring_agent"
+    sensitive = frozenset({"action_password"})
+    not_compared = frozenset({"msi_path", "action_password", "agent_fqdn", "require_failover"})
+
+    def identity(self, spec: Mapping[str, Any]) -> str:
+        return str(spec.get("name") or "scom")
+
+    def normalize(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Desired state: groups canonical and sorted, Local System by default."""
+        acct = spec.get("action_account")
+        out: dict[str, Any] = {
+            "installed": True,
+            "management_groups": sorted((canonical_group(g) for g in spec.get("management_groups") or []),
+                                        key=lambda g: g["name"].lower()),
+            "action_account": LOCAL_SYSTEM if not acct else f"{acct['domain']}\\{acct['user']}",
+            "msi_path": spec.get("msi_path"),
+            "agent_fqdn": spec.get("agent_fqdn"),
+            "require_failover": bool(spec.get("require_failover", False)),
+        }
+        if acct:
+            out["action_password"] = acct.get("password")
+        return out
+
+    def check(self, spec: Mapping[str, Any]) -> list[Diagnostic]:
+        """A group without failover server: warning (error with ``require_failover``);
+        duplicate group names; the primary listed as its own failover."""
+        out: list[Diagnostic] = []
+        strict = bool(spec.get("require_failover", False))
+        names = [str(g.get("name", "")).lower() for g in spec.get("management_groups") or []]
+        for n in sorted({n for n in names if names.count(n) > 1}):
+            out.append(Diagnostic(f"monitoring_agent management group {n} is listed more than once"))
+        for g in spec.get("management_groups") or []:
+            primary = str(g.get("primary_server", "")).rstrip(".").lower()
+            fails = [str(f).rstrip(".").lower() for f in g.get("failover_servers") or []]
+            if not fails:
+                out.append(Diagnostic(
+                    f"monitoring_agent management group {g.get('name')}: no failover_servers; the agent stops "
+                    f"reporting when {primary} is down" + ("" if strict else " (require_failover: true makes this an error)"),
+                    severity="error" if strict else "warning"))
+            if primary in fails:
+                out.append(Diagnostic(f"monitoring_agent management group {g.get('name')}: the primary server "
+                                      f"{primary} cannot also be a failover server (E.3)"))
+        return out
+
+    def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:
+        desired = dict(resource.desired)
+        base = dict(ref=resource.ref, location=resource.location, depends_on=resource.depends_on, site=resource.site)
+        if resource.state == "absent":
+            if observed is None:
+                return Change(action=Action.NOOP, **base)
+            return Change(action=Action.DELETE, before=observed, **base)
+        if observed is None:
+            return Change(action=Action.CREATE, after=desired, properties=tuple(sorted(self.compared(desired))), **base)
+        props, notes = [], []
+        if desired["action_account"] != observed.get("action_account"):
+            props.append("action_account")
+        have = {g["name"].lower(): g for g in observed.get("management_groups") or []}
+        want = {g["name"].lower(): g for g in desired["management_groups"]}
+        groups_differ = set(have) != set(want)
+        for name, w in want.items():
+            h = have.get(name)
+            if h is None:
+                continue
+            if h.get("failover_servers") is None:
+                notes.append(f"failover servers of {w['name']} could not be read on the target (no "
+                             "OperationsManager module, or the agent is not approved yet); only the rest is compared")
+                h = dict(h, failover_servers=w["failover_servers"])
+            if h != w:
+                groups_differ = True
+        if groups_differ:
+            props.append("management_groups")
+        if not props:
+            return Change(action=Action.NOOP, before=observed, after=desired, notes=tuple(notes), **base)
+        return Change(action=Action.UPDATE, before=observed, after=desired, properties=tuple(sorted(props)),
+                      notes=tuple(notes), **base)
