@@ -67,7 +67,7 @@ def _read_state(state_dir: Path) -> dict[str, Any]:
         raise LabError(f"{state_dir / LAB_FILE}: corrupt: {e}") from None
 
 
-def _alive(pid: int | None) -> bool:
+def process_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -95,7 +95,7 @@ def lab_up(state_dir: str | os.PathLike, hosts: Iterable[LabHostConfig | Mapping
     state = Path(state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     old = _read_state(state) if (state / LAB_FILE).exists() else {}
-    if _alive(old.get("pid")) and old.get("status") == "running":
+    if process_alive(old.get("pid")) and old.get("status") == "running":
         raise LabError(f"a lab is already running in {state} (pid {old['pid']}); run `kmsdeploy lab down` first")
     host_list = [h if isinstance(h, LabHostConfig) else LabHostConfig(str(h["name"]), str(h["address"]),
                                                                       tuple(h.get("dns_names", ())))
@@ -148,12 +148,12 @@ def lab_down(state_dir: str | os.PathLike, wait: float = 10.0) -> dict[str, Any]
     state = Path(state_dir).resolve()
     current = _read_state(state)
     pid = current.get("pid")
-    if _alive(pid):
+    if process_alive(pid):
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + wait
-        while _alive(pid) and time.monotonic() < deadline:
+        while process_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
     current = _read_state(state)
     current.update(status="stopped", pid=None)
@@ -165,7 +165,7 @@ def lab_status(state_dir: str | os.PathLike) -> dict[str, Any]:
     """The lab state plus ``running`` (pid alive) and per-host request ``counters``."""
     state = Path(state_dir).resolve()
     current = _read_state(state)
-    current["running"] = current.get("status") == "running" and _alive(current.get("pid"))
+    current["running"] = current.get("status") == "running" and process_alive(current.get("pid"))
     if current.get("status") == "running" and not current["running"]:
         current["status"] = "dead"
     try:

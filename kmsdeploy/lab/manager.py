@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import KmsdeployError
+from .daemon import process_alive as alive
 
 LAB_ZONE = "lab.example"
 DEFAULT_DIR = ".kmsdeploy-lab"
@@ -38,22 +39,6 @@ def read_state(root: Path) -> dict[str, Any] | None:
         return None
     except (OSError, json.JSONDecodeError) as exc:
         raise LabError(f"{root / 'lab.json'}: unreadable lab state ({exc})") from None
-
-
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def site_names(sites: int) -> list[str]:
