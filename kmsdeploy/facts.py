@@ -9,11 +9,10 @@ credentials — and the plan says how old the facts are.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from typing import Any
 
 from . import __version__
-from .errors import PlanError
+from .documents import read_document
 from .model import Ref, Specs, TargetError, to_jsonable
 from .planner.gather import Observations
 
@@ -35,18 +34,8 @@ def facts_document(specs: Specs, obs: Observations, collected_at: str) -> dict[s
 
 
 def load(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except OSError as exc:
-        raise PlanError(f"{path}: cannot read facts: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{path}:{exc.lineno}:{exc.colno}: facts file is not valid JSON ({exc.msg})") from None
-    if not isinstance(doc, dict) or doc.get("kind") != DOCUMENT_KIND or "targets" not in doc:
-        raise PlanError(f"{path}: not a kmsdeploy facts file")
-    if str(doc.get("format_version", "")).split(".")[0] != FORMAT_VERSION.split(".")[0]:
-        raise PlanError(f"{path}: facts format {doc.get('format_version')} is not supported; collect again")
-    return doc
+    return read_document(path, DOCUMENT_KIND, "facts file", FORMAT_VERSION, required=("targets", "collected_at"),
+                         redo="collect the facts again")
 
 
 def observations_from_facts(doc: dict[str, Any], specs: Specs, now: _dt.datetime) -> tuple[Observations, float, list[str]]:

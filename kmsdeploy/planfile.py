@@ -12,7 +12,7 @@ import os
 import tempfile
 from typing import Any
 
-from .errors import PlanError
+from .documents import read_document
 from .render.document import DOCUMENT_KIND, FORMAT_VERSION
 
 
@@ -35,20 +35,5 @@ def is_plan_file(path: str) -> bool:
 
 
 def load(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except OSError as exc:
-        raise PlanError(f"{path}: cannot read saved plan: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{path}:{exc.lineno}:{exc.colno}: not a saved plan (invalid JSON: {exc.msg})") from None
-    if not isinstance(doc, dict) or doc.get("kind") != DOCUMENT_KIND:
-        raise PlanError(f"{path}: not a kmsdeploy plan file")
-    major = str(doc.get("format_version", "0")).split(".")[0]
-    if major != FORMAT_VERSION.split(".")[0]:
-        raise PlanError(f"{path}: plan format {doc.get('format_version')} is not supported by this kmsdeploy "
-                        f"(format {FORMAT_VERSION}); make the plan again")
-    for key in ("changes", "fingerprints", "source", "summary"):
-        if key not in doc:
-            raise PlanError(f"{path}: saved plan is missing '{key}'")
-    return doc
+    return read_document(path, DOCUMENT_KIND, "saved plan", FORMAT_VERSION,
+                         required=("changes", "fingerprints", "source", "summary"), redo="make the plan again")

@@ -13,7 +13,7 @@ GITHUB_COMMENT_LIMIT = 65_535
 
 
 def render(doc: dict[str, Any], *, limit: int = GITHUB_COMMENT_LIMIT) -> str:
-    head = [f"### kmsdeploy plan", "", f"**{summary_line(doc['summary'])}**", ""]
+    head = ["### kmsdeploy plan", "", f"**{summary_line(doc['summary'])}**", ""]
     if doc.get("facts_age_seconds") is not None:
         head += [f"_Planned offline from facts {int(doc['facts_age_seconds'])} s old._", ""]
     refused = [c for c in doc["changes"] if c.get("refusal")]

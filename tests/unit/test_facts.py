@@ -76,7 +76,7 @@ def test_facts_contain_no_secrets(provider):
 def test_bad_facts_file(tmp_path):
     bad = tmp_path / "f.json"
     bad.write_text("[1, 2")
-    with pytest.raises(PlanError, match="not valid JSON"):
+    with pytest.raises(PlanError, match="invalid JSON"):
         workflow.plan(specs_with("a"), RunContext(), facts_path=str(bad))
     bad.write_text('{"kind": "other"}')
     with pytest.raises(PlanError, match="not a kmsdeploy facts file"):

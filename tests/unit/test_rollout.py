@@ -8,13 +8,12 @@ import xml.etree.ElementTree as ET
 import jsonschema
 import pytest
 
-from kmsdeploy import executor, planner
-from kmsdeploy.journal import Journal, read_journal
+from kmsdeploy import planner
+from kmsdeploy.journal import read_journal
 from kmsdeploy.model import Host, Play, Ref, Resource, Specs
 from kmsdeploy.providers.base import RunContext
 from kmsdeploy.render import report
-from kmsdeploy.rollout import (RolloutSettings, in_shard, over_budget, parse_shard, plan_waves, schedule_for,
-                               wave_sizes, Wave)
+from kmsdeploy.rollout import (RolloutSettings, in_shard, over_budget, parse_shard, plan_waves, wave_sizes, Wave)
 from kmsdeploy import workflow
 
 from .memory_provider import MemoryProvider, NoteKind

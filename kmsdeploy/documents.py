@@ -1,0 +1,32 @@
+"""Reading kmsdeploy's own JSON documents (saved plans, facts, run reports) with clear errors.
+
+Every document carries ``kind`` and a semver ``format_version``; a reader accepts the
+major version it knows and names the file, line and column of broken JSON.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from .errors import PlanError
+
+
+def read_document(path: str, kind: str, what: str, format_version: str,
+                  required: Sequence[str] = (), redo: str = "make it again") -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except OSError as exc:
+        raise PlanError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f"{exc.lineno}:{exc.colno}: " if isinstance(exc, json.JSONDecodeError) else ""
+        raise PlanError(f"{path}:{where}not a valid {what} (invalid JSON: {getattr(exc, 'msg', exc)})") from None
+    if not isinstance(doc, dict) or doc.get("kind") != kind:
+        raise PlanError(f"{path}: not a kmsdeploy {what}")
+    if str(doc.get("format_version", "")).split(".")[0] != format_version.split(".")[0]:
+        raise PlanError(f"{path}: {what} format {doc.get('format_version')} is not supported by this kmsdeploy "
+                        f"(format {format_version}); {redo}")
+    for key in required:
+        if key not in doc:
+            raise PlanError(f"{path}: {what} is missing '{key}'")
+    return doc
