@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="facts file to write")
     sp.set_defaults(func=cmd_facts_collect)
 
+    from .health import command as health_command
+    health_command.add_parser(sub)
+
     lab = sub.add_parser("lab", help="a local lab of simulated branch infrastructure").add_subparsers(
         dest="lab_verb", required=True, metavar="ACTION")
     for name, helptext in (("up", "start the lab in the background and write its inventory"),
@@ -223,6 +226,8 @@ def cmd_apply(args) -> int:
     if not args.quiet:
         out(text.render(doc))
     if not has_pending(doc) and not doc["errors"] and not doc["summary"]["refused"]:
+        # nothing to do is still a run: a sharded CI job must leave its report for `report merge`
+        write_reports(args, report.run_document(workflow.empty_run(), plan, shard=shard_text(args)))
         return EXIT_OK
     if has_pending(doc) and not approved:
         if not sys.stdin.isatty():
@@ -233,13 +238,17 @@ def cmd_apply(args) -> int:
     result = workflow.rollout(specs, plan, run_context(args), forks=args.forks_given,
                               journal_path=args.resume or args.journal, resume=bool(args.resume),
                               progress=progress.choose(quiet=args.quiet, verbose=args.verbose), confirm=ask_on_tty)
-    run_doc = report.run_document(result, plan, shard=f"{args.shard[0]}/{args.shard[1]}" if args.shard else None)
+    run_doc = report.run_document(result, plan, shard=shard_text(args))
     write_reports(args, run_doc)
     counts = ", ".join(f"{v} {k}" for k, v in sorted(run_doc["counts"].items()))
     out(f"Apply: {run_doc['outcome']} ({counts}).\n")
     if result.stopped:
         err(f"Rollout stopped by its failure budget: {result.stopped}")
     return run_doc["exit_code"]
+
+
+def shard_text(args) -> str | None:
+    return f"{args.shard[0]}/{args.shard[1]}" if args.shard else None
 
 
 def write_reports(args, run_doc: dict) -> None:
