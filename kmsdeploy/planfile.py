@@ -26,12 +26,16 @@ def save(doc: dict[str, Any], path: str) -> None:
 
 
 def is_plan_file(path: str) -> bool:
+    """True for a saved plan (JSON with our document kind), False for a playbook or anything else."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(4096).lstrip()
-    except OSError:
+            if not fh.read(4096).lstrip().startswith(b"{"):
+                return False
+            fh.seek(0)
+            doc = json.load(fh)
+    except (OSError, ValueError):
         return False
-    return head.startswith(b"{") and DOCUMENT_KIND.encode() in head
+    return isinstance(doc, dict) and doc.get("kind") == DOCUMENT_KIND
 
 
 def load(path: str) -> dict[str, Any]:

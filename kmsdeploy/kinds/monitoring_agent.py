@@ -109,9 +109,16 @@ class MonitoringAgent(Kind):
         have = {g["name"].lower(): g for g in observed.get("management_groups") or []}
         want = {g["name"].lower(): g for g in desired["management_groups"]}
         groups_differ = set(have) != set(want)
+        unreadable = observed.get("_parents_errors") or {}
         for name, w in want.items():
             h = have.get(name)
             if h is None:
+                continue
+            if name in unreadable:
+                # the read FAILED (not "cannot be read here"): never call this group converged;
+                # the apply sets primary/failover again, or fails saying why
+                notes.append(f"primary/failover servers of {w['name']} could not be read: {unreadable[name]}")
+                groups_differ = True
                 continue
             if h.get("failover_servers") is None:
                 notes.append(f"failover servers of {w['name']} could not be read on the target (no "

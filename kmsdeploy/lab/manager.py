@@ -89,22 +89,12 @@ def start_windows(wdir: Path, sites: list[str]) -> dict[str, Any]:
 
     hosts = [LabHostConfig(kms_host_name(site), f"127.0.1.{10 + i}", (f"{kms_host_name(site)}.{LAB_ZONE}",))
              for i, site in enumerate(sites)]
-    seed_windows(wdir, hosts)
     try:
         st = daemon.lab_up(wdir, hosts, scheme="https", auth="ntlm")
     except daemon.LabError as exc:
         raise LabError(str(exc)) from None
     return {"state_dir": str(wdir), "pid": st["pid"], "port": st["port"],
             "hosts": {h.name: h.address for h in hosts}}
-
-
-def seed_windows(wdir: Path, hosts) -> None:
-    """Give each simulated host a realistic starting state (when the model offers seeding)."""
-    try:
-        from .model import seed_hosts
-    except ImportError:
-        return
-    seed_hosts(wdir, [h.name for h in hosts], dns_zone=LAB_ZONE)
 
 
 def write_inventory(root: Path, state: dict[str, Any]) -> Path:
@@ -121,7 +111,7 @@ def write_inventory(root: Path, state: dict[str, Any]) -> Path:
     for i, site in enumerate(state["sites"]):
         name = kms_host_name(site)
         host = {"ansible_host": win["hosts"][name] if win else f"127.0.1.{10 + i}",
-                "kmsdeploy_dns_domain": state["zone"]}
+                "fqdn": f"{name}.{state['zone']}", "kmsdeploy_dns_domain": state["zone"]}
         sites[site] = {"hosts": {name: host}, "vars": {"site_domain": f"{site}.{state['zone']}"}}
     children: dict[str, Any] = {
         "dns_servers": {"hosts": {"lab-dns": {

@@ -70,7 +70,7 @@ def check_srv_writers(resources: Sequence[Resource], hosts: Mapping[str, Host]) 
             loc = r.location
             out.append(Diagnostic(
                 f"_vlmcs._tcp.{domain} is managed here, but KMS host {kms.ref.target}{where} still publishes its own "
-                f"SRV record into {domain} (dns_publishing is on by default) and re-registers it every 24 hours: "
+                f"SRV record into {domain} (dns_publishing is on; it is the Windows default) and re-registers it every 24 hours: "
                 f"the two writers would fight forever. Set dns_publishing: false on that kms_host, or let the hosts "
                 f"publish and stop managing this record set.",
                 loc.file if loc else None, loc.line if loc else None, loc.col if loc else None))

@@ -95,6 +95,10 @@ class WindowsProvider(Provider):
                 raise ProviderError(f"{host.name}: reading failed ({op_id}): {err}", target=host.name)
             return entry.get("data") or {}
 
+        def read_error(op_id: str) -> str:
+            entry = got.get(op_id)
+            return results.error_text(entry.get("error") or {}) if entry else "no result"
+
         out: dict[Ref, Mapping[str, Any] | None] = {}
         for r in resources:
             ids = plan.sources[r.ref]
@@ -109,7 +113,11 @@ class WindowsProvider(Provider):
                 out[r.ref] = results.dns_observed(r.desired, data(ids[0]), data(ids[1], required=False), ctx.owner_id)
             elif kind == "monitoring_agent":
                 groups = r.desired.get("management_groups") or []
-                parents = {g["name"].lower(): data(pid, required=False) for g, pid in zip(groups, ids[1:])}
+                # a parents read that FAILED (agent unknown, server unreachable) is not the same as
+                # "cannot be read here" (no OperationsManager module): keep its error so the diff
+                # shows a pending change instead of reporting the group as converged
+                parents = {g["name"].lower(): data(pid, required=False) or {"error": read_error(pid)}
+                           for g, pid in zip(groups, ids[1:])}
                 out[r.ref] = results.agent_observed(data(ids[0]), parents)
         return out
 

@@ -360,9 +360,13 @@ def _agent_ops(prefix: str, change: Change, resource: Resource, agent: str) -> l
     if reload:
         nxt("scom.reload")
     # Primary before failover, one change per call (E.3).
+    unreadable = before.get("_parents_errors") or {}
     for name, g in want.items():
         h = have.get(name) or {"primary_server": g["primary_server"], "failover_servers": []}
         connect = g["primary_server"]
+        if name in unreadable and h.get("failover_servers") is None:
+            # the last read of this group failed: set failover again (it fails with the reason, or converges)
+            h = dict(h, failover_servers=["(unknown)"])
         primary_changes = h.get("primary_server") != g["primary_server"]
         if primary_changes:
             connect = h.get("primary_server") or g["primary_server"]

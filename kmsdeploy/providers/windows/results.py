@@ -224,24 +224,32 @@ def dns_observed(desired: Mapping[str, Any], data: Mapping[str, Any], marker: Ma
 
 def agent_observed(scom: Mapping[str, Any], parents: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any] | None:
     """monitoring_agent observed state from ``scom.read`` and per-group ``scom.read_parents``
-    results (group name lower case -> data, None when the read failed)."""
+    results (group name lower case -> data; ``{"error": text}`` when that read failed, None
+    when it was not made). Failed reads are listed in ``_parents_errors`` (name lower case ->
+    error text) so the diff never takes an unreadable group for a converged one."""
     if not scom.get("installed"):
         return None
     groups = []
     accounts = set()
+    errors: dict[str, str] = {}
     for g in scom.get("management_groups") or []:
         name = str(g["name"])
         p = parents.get(name.lower())
         primary = str(g.get("server") or "")
         failover: list[str] | None = None
-        if p and p.get("available"):
+        if p and p.get("error"):
+            errors[name.lower()] = str(p["error"])
+        elif p and p.get("available"):
             primary = str(p.get("primary") or primary)
             failover = list(p.get("failover") or [])
         groups.append(agent_kind.canonical_group({"name": name, "primary_server": primary,
                                                   "failover_servers": failover, "port": g.get("port", 5723)}))
         accounts.add(agent_kind.canonical_account(g.get("action_account")))
-    return {
+    out: dict[str, Any] = {
         "installed": True,
         "management_groups": sorted(groups, key=lambda g: g["name"].lower()),
         "action_account": accounts.pop() if len(accounts) == 1 else (sorted(accounts)[0] if accounts else "LocalSystem"),
     }
+    if errors:
+        out["_parents_errors"] = errors
+    return out
