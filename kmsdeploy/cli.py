@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=["json", "markdown"], default="json")
     report_opts(sp)
     sp.set_defaults(func=cmd_report_merge)
+    from .reports import command as activation_reports
+    activation_reports.add_parsers(rep)
 
     sp = sub.add_parser("show", help="render a saved plan")
     sp.add_argument("planfile")
