@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--state-dir", help="where the lab keeps its state (default $KMSDEPLOY_LAB_DIR or ./.kmsdeploy-lab)")
         if name == "up":
             sp.add_argument("--sites", type=positive_int, default=3, help="head office + branch sites (default 3)")
+            sp.add_argument("--clients", type=non_negative_int, default=200,
+                            help="simulated KMS clients per site whose activations (12290 events) fill each KMS "
+                                 "host's log, for `kmsdeploy report` (default 200; 0: none)")
+            sp.add_argument("--days", type=positive_int, default=30,
+                            help="days of simulated activation history ending now (default 30)")
+            sp.add_argument("--seed", type=int, default=1, help="seed of the simulated population (default 1)")
+            sp.add_argument("--net", help="first three octets of the simulated hosts' loopback addresses "
+                                          "(default $KMSDEPLOY_LAB_NET or 127.0.1)")
         sp.set_defaults(func=cmd_lab)
 
     rep = sub.add_parser("report", help="run reports (merge) and activation reports").add_subparsers(
@@ -284,14 +292,28 @@ def cmd_facts_collect(args) -> int:
     return EXIT_ERROR if bad else EXIT_OK
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type for ``lab up --clients``: a whole number >= 0."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return n
+
+
 def cmd_lab(args) -> int:
     from .lab import manager
 
     if args.lab_verb == "up":
-        state = manager.up(args.state_dir, sites=args.sites)
+        state = manager.up(args.state_dir, sites=args.sites, clients=args.clients, days=args.days, seed=args.seed,
+                           net=args.net)
         st = manager.status(args.state_dir)
         out(f"Lab up in {st['state_dir']}\n  DNS: {st['dns']}\n  sites: {', '.join(state['sites'])}\n"
-            f"  inventory: {st['inventory']}\n")
+            + (f"  Windows: {st['windows']}\n" if st.get("windows") else "")
+            + (f"  clients: {st['population']}\n" if st.get("population") else "")
+            + f"  inventory: {st['inventory']}\n")
         return EXIT_OK
     if args.lab_verb == "down":
         out("Lab stopped.\n" if manager.down(args.state_dir) else "No lab was running.\n")

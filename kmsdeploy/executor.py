@@ -200,12 +200,13 @@ def execute(specs: Specs, plan: Plan, ctx: RunContext, *,
                              "failed": failed, "units": list(wave.units)})
         stopped = None
         if over_budget(wave, failed, settings) and i + 1 < len(schedule):
-            stopped = (f"{'canary' if wave.canary else 'wave ' + str(wave.index)}: {failed} of {len(wave.targets)} "
+            # waves are numbered as the progress shows them (1-based, the canary counts as wave 1)
+            stopped = (f"{'canary' if wave.canary else f'wave {wave.index + 1}/{len(schedule)}'}: {failed} of {len(wave.targets)} "
                        f"target(s) failed, over the budget of {settings.max_fail_percentage:g}%")
         elif i + 1 < len(schedule) and settings.pause:
             if settings.pause == "prompt":
-                if not (confirm and confirm(f"Wave {wave.index} done. Continue with the next wave? Only 'yes' is accepted: ")):
-                    stopped = f"stopped after wave {wave.index}: not confirmed"
+                if not (confirm and confirm(f"Wave {wave.index + 1}/{len(schedule)} done. Continue with the next wave? Only 'yes' is accepted: ")):
+                    stopped = f"stopped after wave {wave.index + 1}/{len(schedule)}: not confirmed"
             else:
                 time.sleep(float(settings.pause))
         if wave.canary and not stopped and journal:

@@ -195,8 +195,9 @@ class Plan:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Turn a desired/observed state into JSON data, masking secrets."""
-    if isinstance(value, Secret):
+    """Turn a desired/observed state into JSON data, masking secrets (resolved or not: offline
+    plans keep secret references unresolved because CI holds no credentials)."""
+    if isinstance(value, (Secret, SecretRef)):
         return SENSITIVE
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}

@@ -118,14 +118,18 @@ def schedule_for(specs, plan, *, converged: set[str] = frozenset(), canary_passe
 
     Each target follows the rollout settings of the first play that targets it; plays
     are rolled out in playbook order. Targets a resumed journal marks converged are
-    left out (the plan's read has re-verified them); a passed canary is not repeated.
+    left out by the plan itself (its read found nothing to do); one that drifted since is
+    scheduled again (``converged`` is accepted for callers but no longer subtracts). A
+    passed canary is not repeated.
     ``forks`` (the CLI's --forks) overrides the plays' value when given.
     """
     play_of: dict[str, str] = {}
     for r in specs.resources:
         play_of.setdefault(r.ref.target, r.play)
     work = [c.ref.target for c in plan.changes if c.pending or c.refusal] + [e.target for e in plan.errors]
-    work_set = set(work) - set(converged)
+    # A target the journal marks converged has work only if it drifted since (the plan's read
+    # re-verified it): it is then applied like any other target, never skipped as "done".
+    work_set = set(work)
     settings_of = {p.name: RolloutSettings.from_spec(p.rollout) for p in specs.plays}
     schedule: list[tuple[Wave, RolloutSettings]] = []
     play_order = [p.name for p in specs.plays] or [""]

@@ -78,3 +78,9 @@ def rollout(specs: Specs, plan_: Plan, ctx: RunContext, *, forks: int | None = N
                 o.errors.append("resumed: converged in an earlier run, re-verified by this run's read")
                 o.errors.clear()
     return result
+
+
+def empty_run() -> RunResult:
+    """The result of an apply with nothing to do (every target already converged)."""
+    at = now_iso()
+    return RunResult(started_at=at, finished_at=at)

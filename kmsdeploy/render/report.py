@@ -119,7 +119,7 @@ def markdown(doc: dict[str, Any]) -> str:
     if doc["waves"]:
         lines += ["| wave | targets | failed |", "|---|---|---|"]
         for w in doc["waves"]:
-            lines.append(f"| {'canary' if w['canary'] else w['index']} | {w['targets']} | {w['failed']} |")
+            lines.append(f"| {'canary' if w['canary'] else w['index'] + 1} | {w['targets']} | {w['failed']} |")  # 1-based, as the progress shows
         lines.append("")
     bad = [h for h in doc["hosts"] if h["status"] not in ("converged", "unchanged")]
     if bad:
