@@ -80,7 +80,12 @@ class Gateway:
     def start_sshd(self) -> None:
         pidfile = self.dir / "sshd.pid"
         pidfile.unlink(missing_ok=True)
-        sh("ip", "netns", "exec", self.netns, SSHD, "-f", str(self.dir / "sshd_config"), "-E", str(self.dir / "sshd.log"))
+        # sshd gets a private mount namespace in which root's ~/.bashrc and ~/.profile are empty: on this
+        # machine they run `pyenv init` (a rehash under a global lock) for every SSH command, which a real
+        # gateway does not do and which serialises the gateways' commands
+        sh("ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+           'for f in "$HOME/.bashrc" "$HOME/.profile"; do [ -e "$f" ] && mount --bind /dev/null "$f"; done; '
+           'exec "$0" "$@"', SSHD, "-f", str(self.dir / "sshd_config"), "-E", str(self.dir / "sshd.log"))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if pidfile.exists() and pidfile.read_text().strip() and _port_open(self.ip, 22):
