@@ -8,7 +8,8 @@ Phase 2 (a FRESH process, so its peak RSS is its own) runs ``collect.collect`` a
 stand-in hosts that answer each call with the runner's JSON result document for the
 page asked (bookmark + page size), read from those logs; then renders every report
 (each format) from the store. Reported: events, ingest seconds, calls per host,
-per-report seconds, peak RSS of phase 2.
+per-report seconds, peak RSS of phase 2; also the CPU seconds of ingest and the 1-minute
+load average before and after (this machine is shared: wall times under load mislead).
 
 What is NOT in the timing: the WinRM hop to the lab endpoint. The lab model cannot
 serve an incremental 12290 read yet (docs/reports-runner-patch.md); once it can,
@@ -98,9 +99,10 @@ def phase2(data: Path, forks: int, page: int) -> dict:
     out: dict = {}
     with Store(str(db)) as s:
         s.set_products(lab_catalog())
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         outcomes = collect.collect(s, hosts, fetch, forks=forks, page_size=page)
         out["ingest_s"] = round(time.perf_counter() - t, 2)
+        out["ingest_cpu_s"] = round(time.process_time() - c, 2)
         out["stored"] = s.event_count()
         out["calls_per_host"] = sorted({o.calls for o in outcomes})
         t = time.perf_counter()
@@ -110,6 +112,7 @@ def phase2(data: Path, forks: int, page: int) -> dict:
     out["store_mb"] = round(db.stat().st_size / 1e6, 1)
     out["reports"] = {}
     with Store(str(db), readonly=True) as s:
+        out["summary"] = s.use_summary
         for name in queries.REPORTS:
             t = time.perf_counter()
             doc = queries.build(name, s, END)
@@ -121,6 +124,10 @@ def phase2(data: Path, forks: int, page: int) -> dict:
                 timings[f"{fmt}_s"] = round(q + time.perf_counter() - t, 2)
             timings["rows"] = len(doc["tables"][0]["rows"])
             out["reports"][name] = timings
+    out["clients_in_summary"] = None
+    with Store(str(db), readonly=True) as s:
+        if s.use_summary:
+            out["clients_in_summary"] = s.db.execute("SELECT COUNT(*) FROM clients").fetchone()[0]
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
@@ -138,6 +145,7 @@ def main() -> int:
     if a.phase2:
         print(json.dumps(phase2(Path(a.phase2), a.forks, a.page_size)))
         return 0
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="kmsdeploy-reports-bench-") as d:
         gen = generate(Path(d), a.clients, a.days, a.sites, a.hosts_per_site)
         print(f"simulated {a.clients} clients over {a.days} days, {a.sites} sites x {a.hosts_per_site} KMS hosts: "
@@ -148,13 +156,15 @@ def main() -> int:
             sys.stderr.write(res.stderr)
             return 1
         r = json.loads(res.stdout)
-    print(f"collect: {r['stored']} events ingested in {r['ingest_s']} s (calls per host {r['calls_per_host']}, "
+    print(f"collect: {r['stored']} events ingested in {r['ingest_s']} s, CPU {r['ingest_cpu_s']} s "
+          f"(calls per host {r['calls_per_host']}, "
           f"page {a.page_size}, forks {a.forks}); re-collect {r['recollect_s']} s, {r['recollect_new']} new; "
-          f"store {r['store_mb']} MB")
+          f"store {r['store_mb']} MB; per-client summary used: {r['summary']} ({r['clients_in_summary']} clients)")
     for name, t in r["reports"].items():
         print(f"report {name:<12} rows {t['rows']:>6}  query {t['query_s']:>5} s  " +
               "  ".join(f"{f} {t[f + '_s']} s" for f in ("text", "json", "csv", "html")))
     print(f"peak RSS (collect + all reports): {r['peak_rss_mb']} MB")
+    print(f"load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     ok = r["ingest_s"] < 60 and r["peak_rss_mb"] < 300 and all(
         max(t[f + "_s"] for f in ("text", "json", "csv", "html")) < 2 for t in r["reports"].values())
     print("targets (ingest < 60 s, each report < 2 s, peak < 300 MB):", "met" if ok else "NOT met")

@@ -26,6 +26,7 @@ Time rules (docs/reports.md "Windows and edges"):
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -68,7 +69,45 @@ def iso(dt: datetime | None) -> str | None:
 
 
 def _iso_epoch(sec: int | None) -> str | None:
-    return iso(from_epoch(sec)) if sec is not None else None
+    """Epoch seconds -> the same text as :func:`iso` (``2025-03-01T00:00:00Z``), without
+    building a datetime: reports format one or more per client (50k rows)."""
+    if sec is None:
+        return None
+    try:
+        t = time.gmtime(sec)
+    except (OverflowError, OSError, ValueError):
+        return iso(from_epoch(sec))
+    if not 1 <= t.tm_year <= 9999:
+        return iso(from_epoch(sec))
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z")
+
+
+class _Names:
+    """Memoised code -> name lookups (a report names the same few codes 50k times)."""
+
+    def __init__(self):
+        self._hex: dict[int, str] = {}
+        self._hr: dict[int, str] = {}
+        self._st: dict[int | None, str] = {}
+
+    def hex(self, code: int) -> str:
+        v = self._hex.get(code)
+        if v is None:
+            v = self._hex[code] = codes.hresult_hex(code)
+        return v
+
+    def hresult(self, code: int) -> str:
+        v = self._hr.get(code)
+        if v is None:
+            v = self._hr[code] = codes.hresult_name(code)
+        return v
+
+    def status(self, code: int | None) -> str:
+        v = self._st.get(code)
+        if v is None:
+            v = self._st[code] = codes.license_status_name(code)
+        return v
 
 
 _PRODUCT = "COALESCE(p.name, e.activation_id)"
@@ -179,22 +218,36 @@ def activations(store: Store, now: datetime, f: Filters = Filters()) -> dict:
     site_sets: dict[tuple[str | None, str], set] = {}
     prod_sets: dict[tuple[str | None, str, str], set] = {}
     site_hosts: dict[str | None, set] = {}
+    # ~240k events in 30 days at 50k clients: per row only set adds; everything derived
+    # from (host, product, min count) is worked out once per distinct combination
+    combos: dict[tuple, tuple] = {}
     for host, cmid, act, minc, hr, at in store.db.execute(
             f"SELECT host, cmid, activation_id, min_count, hresult, logged_at FROM events{w_all}", p_all):
-        count_sets.setdefault(host, set()).add(cmid)
-        if wanted is not None and act not in wanted:
+        combo = combos.get((host, act, minc))
+        if combo is None:
+            if wanted is not None and act not in wanted:  # counts toward the host only
+                combo = combos[(host, act, minc)] = (count_sets.setdefault(host, set()), True)
+            else:
+                fam = _family(catalog, act, minc)
+                site = site_of.get(host)
+                site_hosts.setdefault(site, set()).add(host)
+                combo = combos[(host, act, minc)] = (
+                    count_sets.setdefault(host, set()), False,
+                    fam_sets.setdefault((host, fam), set()), per_host_stats.setdefault(host, [0, 0, 0]),
+                    site_sets.setdefault((site, fam), set()), site_sets.setdefault((site, "all"), set()),
+                    prod_sets.setdefault((site, catalog.get(act, (act, None))[0], fam), set()))
+        combo[0].add(cmid)
+        if combo[1]:
             continue
-        fam = _family(catalog, act, minc)
-        site = site_of.get(host)
-        fam_sets.setdefault((host, fam), set()).add(cmid)
-        st = per_host_stats.setdefault(host, [0, 0, 0])
+        combo[2].add(cmid)
+        st = combo[3]
         st[0] += 1
-        st[1] += 1 if hr else 0
+        if hr:
+            st[1] += 1
         st[2] = max(st[2], at)
-        site_sets.setdefault((site, fam), set()).add(cmid)
-        site_sets.setdefault((site, "all"), set()).add(cmid)
-        site_hosts.setdefault(site, set()).add(host)
-        prod_sets.setdefault((site, catalog.get(act, (act, None))[0], fam), set()).add(cmid)
+        combo[4].add(cmid)
+        combo[5].add(cmid)
+        combo[6].add(cmid)
     counts = {h: len(c) for h, c in count_sets.items()}
     per_host = {h: (len(fam_sets.get((h, "client"), ())), len(fam_sets.get((h, "server"), ())), st[0], st[1], st[2])
                 for h, st in per_host_stats.items()}
@@ -306,7 +359,46 @@ def _period(sec: int, interval: str) -> str:
 
 # ---------------------------------------------------------------- per-client latest state
 def _latest(store: Store, f: Filters, start: int | None, end: int) -> list[tuple]:
-    """One row per CMID: its latest event in scope + its last success time.
+    """One row per CMID: its latest event in scope + its last success time. Row:
+    (cmid, client, site, host, logged_at, hresult, license_status, minutes_left, is_vm,
+    product, family, last_success).
+
+    From the per-client summary (store.py ``clients``, one indexed scan of one row per
+    CMID) when it answers the same question: no site/host/product filter (those need each
+    client's latest event AMONG the filtered ones) and no event stored after ``end`` (a
+    report as of an earlier time). A ``start`` is still fine: a client's latest event in
+    ``[start, end]`` is its overall latest if that is at or after ``start`` (else the client
+    is out of scope), and likewise its last success. Otherwise: the event scan."""
+    if (getattr(store, "use_summary", False) and not (f.sites or f.hosts or f.products)
+            and store.db.execute("SELECT 1 FROM events WHERE logged_at > ? LIMIT 1", (end,)).fetchone() is None):
+        return _latest_from_summary(store, start)
+    return _latest_from_events(store, f, start, end)
+
+
+def _latest_from_summary(store: Store, start: int | None) -> list[tuple]:
+    catalog = _catalog(store)
+    site_of = {h.host: h.site for h in store.hosts()}
+    named: dict[tuple[str, int | None], tuple[str, str]] = {}
+    out = []
+    sql = ("SELECT cmid, client, host, logged_at, hresult, license_status, minutes_left, is_vm, activation_id, "
+           "min_count, last_ok FROM clients")
+    params: tuple = ()
+    if start is not None:
+        sql += " WHERE logged_at >= ?"
+        params = (start,)
+    for cmid, client, host, at, hr, st, left, vm, act, minc, last_ok in store.db.execute(sql, params):
+        key = (act, minc)
+        pf = named.get(key)
+        if pf is None:
+            pf = named[key] = (catalog.get(act, (act, None))[0], _family(catalog, act, minc))
+        if start is not None and last_ok is not None and last_ok < start:
+            last_ok = None
+        out.append((cmid, client, site_of.get(host), host, at, hr, st, left, vm, pf[0], pf[1], last_ok))
+    return out
+
+
+def _latest_from_events(store: Store, f: Filters, start: int | None, end: int) -> list[tuple]:
+    """:func:`_latest` by scanning the events in scope.
 
     Two light steps instead of a GROUP BY (which sorts every event): one pass over
     (cmid, time, host, record id, hresult) picks each client's latest event (ties: the
@@ -347,13 +439,14 @@ def licensing(store: Store, now: datetime, f: Filters = Filters()) -> dict:
     start = epoch(f.since) if f.since else None
     rows = []
     by_status: dict[str, int] = {}
+    names = _Names()
     for (cmid, client, site, host, at, hr, status, left, vm, product, family, _ls) in sorted(
             _latest(store, f, start, epoch(now + HOST_CLOCK_TOLERANCE)), key=lambda r: (r[2] or "", r[1], r[0])):
-        name = codes.license_status_name(status)
+        name = names.status(status)
         by_status[name] = by_status.get(name, 0) + 1
         rows.append({"client": client, "cmid": cmid, "site": site, "host": host, "last_seen": _iso_epoch(at),
                      "license_status": status, "license_status_name": name, "product": product, "family": family,
-                     "vm": bool(vm), "last_hresult": codes.hresult_hex(hr), "last_hresult_name": codes.hresult_name(hr),
+                     "vm": bool(vm), "last_hresult": names.hex(hr), "last_hresult_name": names.hresult(hr),
                      "minutes_to_expiry": left})
     names = sorted(by_status)
     summary = {"clients": len(rows), "by_license_status": by_status}
@@ -380,6 +473,7 @@ def expiring(store: Store, now: datetime, f: Filters = Filters()) -> dict:
     start = epoch(f.since) if f.since else None
     rows = []
     per_site: dict[str, list[int]] = {}
+    names = _Names()
     for (cmid, client, site, host, at, hr, status, left, vm, product, family, last_ok) in _latest(
             store, f, start, epoch(now + HOST_CLOCK_TOLERANCE)):
         if last_ok is not None:
@@ -393,8 +487,8 @@ def expiring(store: Store, now: datetime, f: Filters = Filters()) -> dict:
         secs = expires - n
         rows.append({"client": client, "cmid": cmid, "site": site, "host": host, "product": product,
                      "family": family, "vm": bool(vm), "last_success": _iso_epoch(last_ok), "last_seen": _iso_epoch(at),
-                     "last_hresult": codes.hresult_hex(hr), "last_hresult_name": codes.hresult_name(hr),
-                     "license_status_name": codes.license_status_name(status), "expires_at": _iso_epoch(expires),
+                     "last_hresult": names.hex(hr), "last_hresult_name": names.hresult(hr),
+                     "license_status_name": names.status(status), "expires_at": _iso_epoch(expires),
                      "seconds_left": secs, "days_left": round(secs / 86400, 2), "basis": basis,
                      "state": "expired" if secs <= 0 else ("7 days" if secs <= 7 * 86400 else "soon")})
         bucket = per_site.setdefault(site or "(no site)", [0, 0, 0])

@@ -9,6 +9,15 @@ reported. Times are integer seconds since the epoch, UTC (the host's clock).
 Migrations are a list of SQL scripts; ``PRAGMA user_version`` records how many have run.
 A store written by a NEWER kmsdeploy (user_version above what we know) is refused
 rather than silently misread.
+
+Derived data (``clients``: one row per CMID with its latest event and last success) is
+versioned apart from the migrations, in the ``derived`` table, because it holds nothing
+that is not in ``events``: a read-write open creates or rebuilds it (backfilled from
+``events``) whenever its recorded version is not :data:`CLIENTS_VERSION`, and an SQLite
+trigger on ``events`` keeps it current for EVERY writer, including an older kmsdeploy
+(whose schema version is unchanged, so it still opens the store) that knows nothing of
+it. A read-only open of a store without a current summary sets ``use_summary`` False and
+the reports scan the events instead (same answers, slower).
 """
 from __future__ import annotations
 
@@ -75,6 +84,50 @@ MIGRATIONS: tuple[str, ...] = (
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
+#: version of the derived ``clients`` summary (bump when its columns or rules change:
+#: the next read-write open rebuilds it from ``events``)
+CLIENTS_VERSION = 1
+#: the event columns copied for a client's latest event (cmid is the key)
+_LATEST_COLS = ("logged_at", "host", "record_id", "client", "hresult", "license_status", "minutes_left", "is_vm",
+                "activation_id", "min_count")
+#: "the incoming event is later than the stored latest": host clock, ties broken by the
+#: higher host name then record id (the same order as the event scan in queries.py)
+_NEWER = "(excluded.logged_at, excluded.host, excluded.record_id) > (clients.logged_at, clients.host, clients.record_id)"
+#: one upsert rule, used by the trigger (one new event) and the backfill (all events):
+#: latest columns move only to a later event; last_ok is the max success time (NULL = none)
+_UPSERT = ("ON CONFLICT (cmid) DO UPDATE SET "
+           + ", ".join(f"{c} = CASE WHEN {_NEWER} THEN excluded.{c} ELSE clients.{c} END" for c in _LATEST_COLS)
+           + ", last_ok = MAX(COALESCE(clients.last_ok, excluded.last_ok), COALESCE(excluded.last_ok, clients.last_ok))")
+_CLIENT_INSERT = f"INSERT INTO clients (cmid, {', '.join(_LATEST_COLS)}, last_ok)"
+CLIENTS_SCRIPT = f"""
+    DROP TRIGGER IF EXISTS clients_from_events;
+    DROP TABLE IF EXISTS clients;
+    CREATE TABLE clients (
+        cmid           TEXT PRIMARY KEY,
+        logged_at      INTEGER NOT NULL,
+        host           TEXT NOT NULL,
+        record_id      INTEGER NOT NULL,
+        client         TEXT NOT NULL,
+        hresult        INTEGER NOT NULL,
+        license_status INTEGER,
+        minutes_left   INTEGER,
+        is_vm          INTEGER NOT NULL,
+        activation_id  TEXT NOT NULL,
+        min_count      INTEGER,
+        last_ok        INTEGER
+    ) WITHOUT ROWID;
+    {_CLIENT_INSERT}
+        SELECT cmid, {', '.join(_LATEST_COLS)}, CASE WHEN hresult = 0 THEN logged_at END FROM events WHERE true
+        {_UPSERT};
+    CREATE TRIGGER clients_from_events AFTER INSERT ON events BEGIN
+        {_CLIENT_INSERT}
+        VALUES (NEW.cmid, {', '.join('NEW.' + c for c in _LATEST_COLS)}, CASE WHEN NEW.hresult = 0 THEN NEW.logged_at END)
+        {_UPSERT};
+    END;
+    INSERT INTO derived (name, version) VALUES ('clients', {CLIENTS_VERSION})
+        ON CONFLICT (name) DO UPDATE SET version = excluded.version;
+"""
+
 
 class StoreError(KmsdeployError):
     """The store cannot be opened or is from a newer kmsdeploy."""
@@ -138,6 +191,10 @@ class Store:
                 raise StoreError(f"{path}: store schema version {version} needs migrating; "
                                  "run 'kmsdeploy report collect' once")
             self.migrate(version)
+        #: reports may answer from the per-client summary (False: scan the events)
+        self.use_summary = self.summary_version() == CLIENTS_VERSION
+        if not self.use_summary and not readonly:
+            self.build_summary()
 
     @property
     def version(self) -> int:
@@ -151,6 +208,28 @@ class Store:
             except sqlite3.DatabaseError as exc:
                 self.db.rollback()
                 raise StoreError(f"{self.path}: migration {n + 1} failed: {exc}") from None
+
+    def summary_version(self) -> int | None:
+        """Version of the derived ``clients`` summary in this store (None: none yet)."""
+        try:
+            row = self.db.execute("SELECT version FROM derived WHERE name = 'clients'").fetchone()
+        except sqlite3.OperationalError:  # no ``derived`` table: a store from before the summary
+            return None
+        if row is None or self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' "
+                                          "AND name = 'clients_from_events'").fetchone() is None:
+            return None  # without its trigger the summary may lag behind the events
+        return int(row[0])
+
+    def build_summary(self) -> None:
+        """(Re)build the per-client summary from ``events`` and install the trigger that
+        keeps it current, in ONE transaction (an interrupted build leaves the old state)."""
+        try:
+            self.db.executescript("BEGIN;\nCREATE TABLE IF NOT EXISTS derived (name TEXT PRIMARY KEY, "
+                                  f"version INTEGER NOT NULL);\n{CLIENTS_SCRIPT}\nCOMMIT;")
+        except sqlite3.DatabaseError as exc:
+            self.db.rollback()
+            raise StoreError(f"{self.path}: building the per-client summary failed: {exc}") from None
+        self.use_summary = True
 
     def close(self) -> None:
         """Close; a writer first folds the WAL back into the file (reads of a large
@@ -222,11 +301,11 @@ class Store:
 
         with self.db:
             self._upsert_host(host, site)
-            before = self.db.total_changes
-            self.db.executemany("INSERT OR IGNORE INTO events (host, record_id, logged_at, hresult, min_count, "
-                                "client, cmid, client_time, is_vm, license_status, minutes_left, activation_id, "
-                                "shape) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows())
-            new = self.db.total_changes - before
+            # rowcount, not total_changes: the latter also counts the summary trigger's rows
+            new = max(0, self.db.executemany(
+                "INSERT OR IGNORE INTO events (host, record_id, logged_at, hresult, min_count, client, cmid, "
+                "client_time, is_vm, license_status, minutes_left, activation_id, shape) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows()).rowcount)
             mark = max(bookmark or 0, top)
             self.db.execute("UPDATE hosts SET bookmark = MAX(bookmark, ?), last_collect_at = ? WHERE host = ?",
                             (mark, epoch(at), host))
