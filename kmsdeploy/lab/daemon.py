@@ -9,12 +9,20 @@ STATE_DIR`` in its own session and waits until it serves. State directory layout
     ca/             the lab CA (ca.pem public; keys 0600) for HTTPS
     faults.json     optional; re-read when it changes (see kmsdeploy.lab.faults)
     counters.json   WinRM requests per host and action, refreshed every second
+    listeners.json  the KMS port listeners (host -> address, port, listening), see below
     lab.log         the daemon's log
 
 The handler behind the endpoint is the Windows model ``kmsdeploy.lab.model:LabModel``
 (``LabModel(state_dir).handle(host, command_line, stdin)``); while that module does not
 exist the daemon serves :class:`~kmsdeploy.lab.winrm_server.EchoHandler` and says so in
 ``lab.json`` (``handler``).
+
+With the model behind it, the daemon also keeps the DESIGN's lab contract "the lab
+listens on 1688 for a host whose KMS service is running and its firewall rule enabled":
+a TCP listener on each host's loopback address at the model's KMS listening port, opened
+and closed as the model's state changes (:mod:`kmsdeploy.lab.kms_listener`) — right after
+every command the host runs (so it is open when ``apply`` returns), and when a host's
+state file changes behind the endpoint's back (hooks, tests; checked every 0.5 s).
 """
 from __future__ import annotations
 
@@ -172,6 +180,11 @@ def lab_status(state_dir: str | os.PathLike) -> dict[str, Any]:
         current["counters"] = json.loads((state / "counters.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
         current["counters"] = {}
+    try:
+        current["kms_listeners"] = json.loads((state / "listeners.json").read_text(encoding="utf-8")) \
+            if current["running"] else {}
+    except (FileNotFoundError, json.JSONDecodeError):
+        current["kms_listeners"] = {}
     return current
 
 
@@ -194,7 +207,7 @@ def lab_inventory(state_dir: str | os.PathLike) -> dict[str, Any]:
 
 
 def _load_handler(state: Path):
-    """(handler, description): the Windows model when it exists, else the echo handler."""
+    """(handler, description, model or None): the Windows model when it exists, else the echo handler."""
     try:
         import importlib
         module = importlib.import_module("kmsdeploy.lab.model")
@@ -202,10 +215,23 @@ def _load_handler(state: Path):
     except ModuleNotFoundError as e:
         if e.name not in ("kmsdeploy.lab.model",):
             raise
-        return EchoHandler(), "echo (kmsdeploy.lab.model is not available yet)"
+        return EchoHandler(), "echo (kmsdeploy.lab.model is not available yet)", None
     except AttributeError:
-        return EchoHandler(), "echo (kmsdeploy.lab.model has no LabModel yet)"
-    return model_cls(str(state)).handle, "kmsdeploy.lab.model:LabModel"
+        return EchoHandler(), "echo (kmsdeploy.lab.model has no LabModel yet)", None
+    model = model_cls(str(state))
+    return model.handle, "kmsdeploy.lab.model:LabModel", model
+
+
+def _state_mtimes(model, names) -> dict[str, int | None]:
+    from .model.state import host_file
+
+    out: dict[str, int | None] = {}
+    for n in names:
+        try:
+            out[n] = host_file(model.store.dir, n).stat().st_mtime_ns
+        except FileNotFoundError:
+            out[n] = None
+    return out
 
 
 def serve(state_dir: str) -> int:
@@ -214,7 +240,19 @@ def serve(state_dir: str) -> int:
     config = _read_state(state)
     os.environ["NTLM_USER_FILE"] = config["ntlm_user_file"]
     password = Path(config["password_file"]).read_text(encoding="utf-8").strip()
-    handler, description = _load_handler(state)
+    handler, description, model = _load_handler(state)
+    listeners = None
+    if model is not None:
+        from .kms_listener import KmsListeners
+
+        listeners = KmsListeners({h["name"]: h["address"] for h in config["hosts"]}, model.kms_endpoint)
+        model_handle = handler
+
+        def handler(host, command_line, stdin):  # noqa: F811 - the model, then its KMS port
+            try:
+                return model_handle(host, command_line, stdin)
+            finally:
+                listeners.sync([host])
     faults = FaultInjector()
     faults_file = state / "faults.json"
     hosts = [LabHostConfig(h["name"], h["address"], tuple(h.get("dns_names", ()))) for h in config["hosts"]]
@@ -233,8 +271,27 @@ def serve(state_dir: str) -> int:
     print(f"lab serving {len(hosts)} host(s) on port {server.port} ({config['scheme']}, {config['auth']}); "
           f"handler: {description}", flush=True)
     faults_mtime = None
+    mtimes: dict[str, int | None] = {}
+    listen_doc = None
+
+    def sync_listeners() -> None:
+        nonlocal mtimes, listen_doc
+        if listeners is None:
+            return
+        now = _state_mtimes(model, listeners.hosts)
+        changed = [n for n in now if now[n] != mtimes.get(n, -1)]
+        mtimes = now
+        if changed:
+            listeners.sync(changed)
+        doc = listeners.status()
+        if doc != listen_doc:
+            listen_doc = doc
+            _write_json(state / "listeners.json", doc)
+
+    sync_listeners()
     try:
         while not stop.wait(0.5):
+            sync_listeners()
             try:
                 mtime = faults_file.stat().st_mtime_ns
             except FileNotFoundError:
@@ -249,6 +306,9 @@ def serve(state_dir: str) -> int:
             _write_json(state / "counters.json", {h: dict(server.requests[h]) for h in server.requests})
     finally:
         server.stop()
+        if listeners is not None:
+            listeners.close()
+            _write_json(state / "listeners.json", {})
         _write_json(state / "counters.json", {h: dict(server.requests[h]) for h in server.requests})
     return 0
 

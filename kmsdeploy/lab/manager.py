@@ -7,6 +7,17 @@ The lab is real services on loopback, started in the background and remembered i
   simulated Windows host per loopback address (see docs/lab.md).
 It writes ``STATE_DIR/inventory.yml``, an Ansible-style inventory with a head office
 and branch sites, that the playbooks under ``playbooks/lab/`` use.
+
+With ``clients`` > 0 (``kmsdeploy lab up --clients N --days D``, default 200 clients per
+site over 30 days) each site's KMS host also gets a simulated client population
+(:class:`kmsdeploy.reports.population.Population`): its 12290 events written into the
+host's 'Key Management Service' log and reflected in its request counters and current
+count, so ``kmsdeploy report ...`` has data out of the box. The current count reads −1
+until the host is a KMS host (a host key installed, A.2), as on Windows.
+
+Addresses: the Windows hosts use ``<net>.10``, ``<net>.11``, ... (``net`` default
+``127.0.1``, or ``$KMSDEPLOY_LAB_NET``); tests give each worker its own ``net`` so that
+the KMS port listeners (port 1688 on each host's address) of parallel labs never meet.
 """
 from __future__ import annotations
 
@@ -22,6 +33,9 @@ from .daemon import process_alive as alive
 
 LAB_ZONE = "lab.example"
 DEFAULT_DIR = ".kmsdeploy-lab"
+DEFAULT_NET = "127.0.1"
+#: simulated population per site by default (``lab up --clients/--days``)
+DEFAULT_CLIENTS, DEFAULT_DAYS = 200, 30
 
 
 class LabError(KmsdeployError):
@@ -45,10 +59,31 @@ def site_names(sites: int) -> list[str]:
     return ["hq"] + [f"branch-{i:02d}" for i in range(1, sites)]
 
 
-def up(path: str | None = None, *, sites: int = 3) -> dict[str, Any]:
-    """Start the lab (idempotent: an already running lab is reported, not restarted)."""
+def lab_net(net: str | None) -> str:
+    """The first three octets of the lab hosts' loopback addresses (checked)."""
+    import ipaddress
+
+    net = (net or os.environ.get("KMSDEPLOY_LAB_NET") or DEFAULT_NET).strip().rstrip(".")
+    try:
+        ok = len(net.split(".")) == 3 and ipaddress.ip_address(net + ".10").is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise LabError(f"lab network {net!r}: give the first three octets of a 127.0.0.0/8 address, e.g. 127.0.1")
+    return net
+
+
+def up(path: str | None = None, *, sites: int = 3, clients: int = DEFAULT_CLIENTS, days: int = DEFAULT_DAYS,
+       seed: int = 1, net: str | None = None) -> dict[str, Any]:
+    """Start the lab (idempotent: an already running lab is reported, not restarted).
+
+    ``clients`` per site over ``days`` (0 clients: none) are simulated into the KMS hosts'
+    event logs (see the module docstring); ``seed`` makes that population reproducible."""
     from .bind import BindServer, BindStartError, free_port
 
+    if clients < 0 or days < 1:
+        raise LabError("--clients must be >= 0 and --days >= 1")
+    net = lab_net(net)
     root = state_dir(path)
     current = read_state(root)
     if current and alive(current.get("bind", {}).get("pid")):
@@ -65,11 +100,16 @@ def up(path: str | None = None, *, sites: int = 3) -> dict[str, Any]:
         "sites": names,
         "bind": {"pid": bind.proc.pid, "address": bind.address, "port": bind.port, "key_file": str(bind.key_file)},
         "windows": None,
+        "net": net,
+        "population": None,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (root / "lab.json").write_text(json.dumps(state, indent=2) + "\n")
     try:
-        state["windows"] = start_windows(root / "windows", names)
+        state["windows"] = start_windows(root / "windows", names, net=net)
+        if clients:
+            state["population"] = populate(root / "windows", names, clients=clients, days=days, seed=seed)
+            state["population"]["products"] = str(write_products(root))
     except Exception:
         down(str(root))
         raise
@@ -82,19 +122,57 @@ def kms_host_name(site: str) -> str:
     return f"kms-{site}"
 
 
-def start_windows(wdir: Path, sites: list[str]) -> dict[str, Any]:
+def start_windows(wdir: Path, sites: list[str], *, net: str = DEFAULT_NET) -> dict[str, Any]:
     """The WinRM endpoint (HTTPS, NTLM) with one simulated Windows KMS host per site."""
     from . import daemon
+    from .model import LabModel
     from .winrm_server import LabHostConfig
 
-    hosts = [LabHostConfig(kms_host_name(site), f"127.0.1.{10 + i}", (f"{kms_host_name(site)}.{LAB_ZONE}",))
+    hosts = [LabHostConfig(kms_host_name(site), f"{net}.{10 + i}", (f"{kms_host_name(site)}.{LAB_ZONE}",))
              for i, site in enumerate(sites)]
+    # seeded before the endpoint serves them (the model would seed them on first contact anyway)
+    LabModel(wdir).seed([h.name for h in hosts], domain=LAB_ZONE, overwrite=True)
     try:
         st = daemon.lab_up(wdir, hosts, scheme="https", auth="ntlm")
     except daemon.LabError as exc:
         raise LabError(str(exc)) from None
     return {"state_dir": str(wdir), "pid": st["pid"], "port": st["port"],
             "hosts": {h.name: h.address for h in hosts}}
+
+
+def populate(wdir: Path, sites: list[str], *, clients: int, days: int, seed: int = 1,
+             end=None) -> dict[str, Any]:
+    """Simulate ``clients`` per site over ``days`` ending now into each site's KMS host
+    (12290s in its log in one transaction per host, counters and current count)."""
+    import datetime as dt
+
+    from ..reports.population import Population, PopulationSpec
+    from .model import LabModel
+
+    model = LabModel(wdir)
+    end = end or dt.datetime.now(dt.timezone.utc)
+    pop = Population(PopulationSpec(sites={s: [kms_host_name(s)] for s in sites}, end=end,
+                                    clients_per_site=clients, days=days, seed=seed))
+    by_host: dict[str, list[dict[str, Any]]] = {kms_host_name(s): [] for s in sites}
+    for rec in pop.records():
+        by_host[rec.host].append(rec.as_event())
+    counts = pop.current_counts()
+    loaded = {h: model.load_activation_events(h, evs, counts[h]) for h, evs in by_host.items()}
+    return {"clients_per_site": clients, "days": days, "seed": seed,
+            "end": end.isoformat().replace("+00:00", "Z"),
+            "events": {h: v["events"] for h, v in loaded.items()},
+            "failed": {h: v["failed"] for h, v in loaded.items()},
+            "current_count": counts}
+
+
+def write_products(root: Path) -> Path:
+    """The simulated population's product catalog (synthetic Activation IDs -> names and
+    families), for ``kmsdeploy report ... --products``."""
+    from ..reports.population import lab_catalog
+
+    path = root / "products.json"
+    path.write_text(json.dumps(lab_catalog(), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def write_inventory(root: Path, state: dict[str, Any]) -> Path:
@@ -108,9 +186,12 @@ def write_inventory(root: Path, state: dict[str, Any]) -> Path:
         from . import daemon
 
         win_vars = dict(daemon.lab_inventory(win["state_dir"])["all"]["children"]["lab_windows"]["vars"])
+        # every lab KMS host lives in the lab zone, where playbooks/lab/site.yml manages the one
+        # _vlmcs._tcp set clients of all sites discover: `kmsdeploy health` checks that set
+        win_vars["kmsdeploy_health"] = {"domain": state["zone"]}
     for i, site in enumerate(state["sites"]):
         name = kms_host_name(site)
-        host = {"ansible_host": win["hosts"][name] if win else f"127.0.1.{10 + i}",
+        host = {"ansible_host": win["hosts"][name] if win else f"{state.get('net', DEFAULT_NET)}.{10 + i}",
                 "fqdn": f"{name}.{state['zone']}", "kmsdeploy_dns_domain": state["zone"]}
         sites[site] = {"hosts": {name: host}, "vars": {"site_domain": f"{site}.{state['zone']}"}}
     children: dict[str, Any] = {
@@ -177,4 +258,11 @@ def status(path: str | None = None) -> dict[str, Any]:
                           f"model: {win.get('handler')} ({'up' if win['running'] else 'DOWN'})")
         out["winrm_requests"] = {h: sum(c.values()) if isinstance(c, dict) else c
                                  for h, c in (win.get("counters") or {}).items()}
+        out["kms_listeners"] = {h: (f"{v['address']}:{v['port']} listening" if v.get("listening")
+                                    else f"{v['address']}:{v['port']} NOT listening ({v.get('error')})")
+                                for h, v in sorted((win.get("kms_listeners") or {}).items())}
+    if state.get("population"):
+        pop = state["population"]
+        out["population"] = (f"{pop['clients_per_site']} clients per site over {pop['days']} days: "
+                             f"{sum(pop['events'].values())} activation events (12290)")
     return out

@@ -40,7 +40,7 @@ def read_ops(bookmark: int, page_size: int = PAGE_SIZE, *, with_count: bool = Tr
     """The payload operations of one collect call (values are data, never source)."""
     ops: list[dict[str, Any]] = []
     if with_count:
-        ops.append({"id": "count", "op": "licensing.read", "args": {}})
+        ops.append({"id": "count", "op": "licensing.read"})  # takes no args (schemas/runner-payload.json)
     ops.append({"id": "events", "op": READ_OP, "args": {"after_record_id": int(bookmark), "max": int(page_size)}})
     return ops
 

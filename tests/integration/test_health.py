@@ -4,15 +4,18 @@ real TCP listeners on the KMS port.
 
 Seeding (test-only): hosts are made licensed KMS hosts with the model's own handlers
 (install_key/activate/restart, firewall.set) and ``LabModel.record_activations`` /
-``log_event``; events at a chosen time (a 12290 nine hours old, a 12291) are written with
-``kmsdeploy.lab.model.eventlog.write`` straight into the host's state file. The lab
-endpoint does not listen on 1688 itself yet, so the test opens a listener on
-``address:port`` for every host ``LabModel.kms_endpoint`` says is listening (licensed,
-sppsvc running, firewall rule enabled) — "port closed" is the absence of that listener.
+``log_event`` / ``record_failed_requests`` / ``log_renewal_timer_failure``; events at a
+chosen time (a 12290 nine hours old, a 12291) are written with
+``kmsdeploy.lab.model.eventlog.write`` through ``LabModel.edit`` (the host's state file
+and its 'Key Management Service' log). This module runs the WinRM endpoint in-process
+(not the lab daemon), so it opens a listener on ``address:port`` for every host
+``LabModel.kms_endpoint`` says is listening (licensed, sppsvc running, firewall rule
+enabled) — "port closed" is the absence of that listener. (The daemon's own listeners are
+tested in tests/integration/test_lab_kms_port.py.)
 
-Not testable through the lab until the runner patch (docs/health-runner-patch.md) lands:
-event 12292, the sppsvc service state and the failed-request counter; those rules are
-covered by tests/unit/test_health_rules.py.
+The runner patch (docs/health-runner-patch.md) has landed: event 12292, the sppsvc
+service state (``service.read``) and the failed-request counters are read through the
+lab and tested at the end of this module.
 """
 from __future__ import annotations
 
@@ -31,14 +34,15 @@ import yaml
 from kmsdeploy.health import command
 from kmsdeploy.lab.model import LabModel
 from kmsdeploy.lab.model import eventlog, firewall, licensing
-from kmsdeploy.lab.model.ops import OpContext
 from kmsdeploy.lab.winrm_server import LabHostConfig, WinrmLabServer
 from kmsdeploy.spec.schemas import load_schema
 from tests.services.bind import DnsZone, _counter
 
 pytestmark = pytest.mark.integration
 
-USER, PASSWORD = "Administrator", "Lab-Health-Passw0rd!"
+# an account of its own: NTLM_USER_FILE is per process and test_rollout_lab.py registers
+# "Administrator" with another password (pyspnego takes the first line for a name)
+USER, PASSWORD = "HealthLabAdmin", "Lab-Health-Passw0rd!"
 WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0)
 NET = f"127.{180 + WORKER % 70}.61"
 KEY_CHARS = "BCDFGHJKMNPQRTVWXY2346789"
@@ -101,10 +105,8 @@ class Lab:
     def address(self, name: str) -> str:
         return f"{NET}.{HOSTS[name][1]}" if name in HOSTS else f"{NET}.{DOWN[2]}"
 
-    @contextlib.contextmanager
     def edit(self, host: str):
-        with self.model.store.edit_global() as g, self.model.store.edit(host) as st:
-            yield OpContext(host=host, state=st, global_state=g)
+        return self.model.edit(host)
 
     def make_kms_host(self, host: str, i: int, *, activate=True, clients=30, rule_enabled=True) -> None:
         with self.edit(host) as ctx:
@@ -187,7 +189,7 @@ def lab(tmp_path_factory, bind_server):
                 lab.make_kms_host(name, i)
         # a-idle: its only 12290s are nine hours old
         with lab.edit("a-idle") as ctx:
-            ctx.state["events"] = [e for e in ctx.state["events"] if e["id"] != 12290]
+            ctx.kms().clear()
         lab.write_event("a-idle", 12290, eventlog.activation_message(["0x0", "25", "pc.corp.example"]), ["0x0"],
                         dt.timedelta(hours=9))
         # a-pub: DNS publishing failed after the last success
@@ -392,3 +394,57 @@ def test_previous_must_be_a_health_result(lab, tmp_path):
     bad = tmp_path / "prev.json"
     bad.write_text('{"kind": "kmsdeploy-facts"}')
     assert cli(["health", "-i", lab.inventory, "--limit", "gamma", "--previous", str(bad)]) == 3
+
+
+# ---------------------------------------------------------------- the runner patch (docs/health-runner-patch.md)
+
+def test_patched_checks_are_no_longer_skipped(full):
+    _, doc, _ = full
+    assert check(doc, "a-green", "service")["evidence"]["sppsvc"] == {
+        "name": "sppsvc", "status": "Running", "start_type": "Automatic"}
+    assert check(doc, "a-green", "service")["status"] == "ok"
+    assert check(doc, "a-green", "renewal_timer")["status"] == "ok"
+    fr = check(doc, "a-green", "failed_requests")
+    # without --previous it cannot tell "rising", but it has the counters now (not "this runner cannot")
+    assert fr["status"] == "skipped" and "--previous" in fr["reason"]
+    assert fr["evidence"]["now"]["total_requests"] == 30
+
+
+def test_sppsvc_stopped_is_red_through_service_read(lab):
+    with lab.edit("g-ok") as ctx:
+        ctx.state["licensing"]["sppsvc_running"] = False
+    try:
+        doc = command.health(lab.inventory, limit="g-ok")
+        c = check(doc, "g-ok", "service")
+        assert c["status"] == "critical" and c["evidence"]["sppsvc"]["status"] == "Stopped"
+        assert "sppsvc is Stopped" in c["reason"] and doc["exit_code"] == 2
+    finally:
+        with lab.edit("g-ok") as ctx:
+            ctx.state["licensing"]["sppsvc_running"] = True
+
+
+def test_renewal_timer_failure_12292_is_red(lab):
+    lab.model.log_renewal_timer_failure("g-ok")
+    try:
+        doc = command.health(lab.inventory, limit="g-ok")
+        c = check(doc, "g-ok", "renewal_timer")
+        assert c["status"] == "critical" and c["evidence"]["last_12292"]["id"] == 12292
+        assert doc["exit_code"] == 2
+        # a later activation (a sign of life) clears it
+        lab.model.record_activations("g-ok", ["late.corp.example"])
+        assert check(command.health(lab.inventory, limit="g-ok"), "g-ok", "renewal_timer")["status"] == "ok"
+    finally:
+        with lab.edit("g-ok") as ctx:
+            ctx.state["events"] = [e for e in ctx.state["events"] if e["id"] != 12292]
+
+
+def test_failed_requests_rising_since_previous_is_yellow(lab, tmp_path):
+    prev = tmp_path / "prev.json"
+    assert cli(["health", "-i", lab.inventory, "--limit", "g-ok", "--format", "json", "--out", str(prev)]) == 0
+    assert cli(["health", "-i", lab.inventory, "--limit", "g-ok", "--previous", str(prev)]) == 0  # nothing new
+    lab.model.record_failed_requests("g-ok", 3)
+    out = tmp_path / "now.json"
+    assert cli(["health", "-i", lab.inventory, "--limit", "g-ok", "--previous", str(prev),
+                "--format", "json", "--out", str(out)]) == 1
+    c = check(json.loads(out.read_text()), "g-ok", "failed_requests")
+    assert c["status"] == "warning" and c["reason"].startswith("3 failed activation request(s)")

@@ -43,7 +43,8 @@ ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     "Remove-ItemProperty": (frozenset({"-LiteralPath", "-Name", "-ErrorAction"}), "A.3"),
     "New-Item": (frozenset({"-Path", "-Force"}), "A.3 (kmsdeploy's own restart-pending marker key)"),
     "Restart-Service": (frozenset({"-Name", "-Force"}), "A.1 restart sppsvc after host settings"),
-    "Get-WinEvent": (frozenset({"-FilterHashtable", "-MaxEvents", "-ErrorAction"}), "A.4, F.9, F.10"),
+    "Get-WinEvent": (frozenset({"-FilterHashtable", "-MaxEvents", "-ErrorAction", "-LogName", "-FilterXPath", "-Oldest"}),
+                     "A.4, F.9, F.10 (-FilterXPath on EventRecordID: the incremental 12290 read)"),
     # C: firewall
     "Get-NetFirewallRule": (frozenset({"-Name", "-Group", "-ErrorAction"}), "C.2, C.3 (match by Name)"),
     "New-NetFirewallRule": (frozenset(), "C.2 (splatted: Name, DisplayName, Group, Enabled, ...)"),
@@ -63,7 +64,7 @@ ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     "Set-DnsServerResourceRecord": (frozenset({"-ZoneName", "-OldInputObject", "-NewInputObject"}), "B.2, B.3"),
     "Remove-DnsServerResourceRecord": (frozenset({"-ZoneName", "-Force"}), "B.2, B.3"),
     # E: SCOM agent
-    "Get-Service": (frozenset({"-Name", "-ErrorAction"}), "E.2 (HealthService present = agent installed)"),
+    "Get-Service": (frozenset({"-Name", "-ErrorAction"}), "E.2 (HealthService present = agent installed); A.1 sppsvc state"),
     "Start-Process": (frozenset({"-FilePath", "-ArgumentList", "-Wait", "-PassThru", "-WindowStyle"}), "E.1 msiexec"),
     "New-SCOMManagementGroupConnection": (frozenset({"-ComputerName"}), "E.3"),
     "Get-SCOMAgent": (frozenset({"-DNSHostName"}), "E.3"),

@@ -8,25 +8,30 @@ limit (~2 MB), validates the payload against ``schemas/runner-payload.json`` and
 every operation through the service modules (``licensing``, ``firewall``,
 ``dns_server``, ``scom_agent``, ``eventlog``) — the same operations the runner's
 ``switch`` dispatches. State is one JSON file per host under ``state_dir``
-(:mod:`.state`) and survives between CLI calls.
+(:mod:`.state`) plus, per host, a SQLite 'Key Management Service' log of 12290 events
+(:mod:`.kmslog`); both survive between CLI calls.
 
 Nothing here runs PowerShell: the runner itself is only linted (tests/unit/test_runner_ps1.py).
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import jsonschema
 
 from ...providers.windows import bootstrap
 from . import dns_server, eventlog, firewall, licensing, scom_agent
+from .kmslog import MAX_EVENTS as KMS_LOG_MAX_EVENTS
+from .kmslog import KmsLog
 from .ops import Handler, ModelError, OpContext
-from .state import StateStore, UnknownHost, key_digest
+from .state import StateStore, UnknownHost, host_file, key_digest
 
 try:  # the endpoint's type (defined in kmsdeploy.transports.winrm, re-exported by winrm_server)
     from ..winrm_server import CommandResult  # type: ignore[attr-defined]
@@ -72,11 +77,28 @@ class LabModel:
     """Simulated Windows hosts backed by JSON files in ``state_dir``."""
 
     def __init__(self, state_dir, *, now: Callable[[], _dt.datetime] | None = None,
-                 default_domain: str = "lab.example"):
+                 default_domain: str = "lab.example", kms_log_max_events: int = KMS_LOG_MAX_EVENTS):
         self.store = StateStore(state_dir)
         #: domain of hosts seeded implicitly on their first command
         self.default_domain = default_domain
+        #: cap of each host's 'Key Management Service' log (oldest dropped, ids never renumbered)
+        self.kms_log_max_events = kms_log_max_events
         self._now = now or (lambda: _dt.datetime.now(_dt.timezone.utc))
+
+    def kms_log_path(self, host: str) -> Path:
+        """Where ``host``'s 'Key Management Service' log (12290s) is kept."""
+        return self.store.dir / "events" / (host_file(self.store.dir, host).stem + ".sqlite")
+
+    def kms_log(self, host: str) -> KmsLog:
+        """``host``'s 'Key Management Service' log (close it, or use it as a context manager)."""
+        return KmsLog(self.kms_log_path(host), max_events=self.kms_log_max_events)
+
+    @contextlib.contextmanager
+    def edit(self, host: str) -> Iterator[OpContext]:
+        """An :class:`OpContext` for ``host`` with its state (saved when the block succeeds),
+        the model-wide state and its KMS log: what handlers get, for hooks and tests."""
+        with self.store.edit_global() as gstate, self.store.edit(host) as state, self.kms_log(host) as log:
+            yield OpContext(host=host, state=state, global_state=gstate, now=self._now, kms_log=log)
 
     # ------------------------------------------------------------ the endpoint's entry point
     def handle(self, host: str, command_line: str, stdin: bytes) -> CommandResult:
@@ -115,8 +137,7 @@ class LabModel:
         failed = False
         secrets = [str(o.get("args", {}).get(k)) for o in payload["ops"] for k in ("key", "action_password")
                    if o.get("args", {}).get(k)]
-        with self.store.edit_global() as gstate, self.store.edit(host) as state:
-            ctx = OpContext(host=host, state=state, global_state=gstate, now=self._now)
+        with self.edit(host) as ctx:
             for op in payload["ops"]:
                 entry: dict[str, Any] = {"id": op["id"], "op": op["op"], "status": "ok", "data": None}
                 if failed and stop:
@@ -153,6 +174,8 @@ class LabModel:
         for name in names:
             if self.store.exists(name) and not overwrite:
                 continue
+            for suffix in ("", "-wal", "-shm"):  # a fresh host has an empty KMS log
+                Path(str(self.kms_log_path(name)) + suffix).unlink(missing_ok=True)
             short = name.split(".")[0]
             fqdn = name if "." in name else f"{name}.{domain}"
             self.store.save(name, {
@@ -199,15 +222,39 @@ class LabModel:
 
     def record_activations(self, host: str, clients: Iterable[str]) -> None:
         """Simulate KMS clients activating against ``host`` (12290 events, CurrentCount)."""
-        with self.store.edit(host) as state:
-            ctx = OpContext(host=host, state=state, now=self._now)
+        with self.edit(host) as ctx:
             for c in clients:
                 licensing.record_activation(ctx, c)
 
+    def load_activation_events(self, host: str, records: Iterable[Mapping[str, Any]],
+                               current_count: int | None = None) -> dict[str, int]:
+        """Bulk hook for simulated populations: append ``{"time", "properties"}`` 12290
+        records (time order; e.g. ``SimRecord.as_event()`` of
+        :class:`kmsdeploy.reports.population.Population`) to ``host``'s KMS log in ONE
+        transaction, and set its counters (total/failed requests, the clients behind
+        CurrentCount = ``current_count``, A.2/A.5). Record ids are the log's own, increasing.
+        Returns ``{"events": n, "failed": n}``."""
+        if not self.store.exists(host):
+            self.seed([host], domain=self.default_domain)
+        with self.edit(host) as ctx:
+            return licensing.load_activations(ctx, records, current_count)
+
+    def record_failed_requests(self, host: str, n: int = 1) -> None:
+        """Simulate ``n`` failed client requests (KeyManagementServiceFailedRequests, A.2)."""
+        with self.store.edit(host) as state:
+            lic = state["licensing"]
+            lic["failed_requests"] = int(lic.get("failed_requests", 0)) + n
+            lic["total_requests"] = int(lic.get("total_requests", 0)) + n
+
+    def log_renewal_timer_failure(self, host: str, time: str | None = None) -> None:
+        """Seed event 12292 (A.4: "unable to initialize the KMS renewal timer") in the Application log."""
+        with self.edit(host) as ctx:
+            eventlog.write(ctx, 12292, "Unable to initialize the Key Management Service (KMS) renewal timer.", [],
+                           time=time)
+
     def log_event(self, host: str, event_id: int, domain: str, hresult: str = "0x8007232B") -> None:
         """Seed a 12293 (publish failure) or 12294 (success) event for ``domain`` (A.4)."""
-        with self.store.edit(host) as state:
-            ctx = OpContext(host=host, state=state, now=self._now)
+        with self.edit(host) as ctx:
             if event_id == 12293:
                 eventlog.write(ctx, 12293, eventlog.publish_failure_message(domain, hresult), [hresult, domain])
             elif event_id == 12294:

@@ -61,6 +61,8 @@ def initial_state(edition: str = "ServerDatacenter") -> dict[str, Any]:
         "restart_pending": False,
         "clients": [],
         "sppsvc_running": True,
+        "failed_requests": 0,
+        "total_requests": 0,
     }
 
 
@@ -103,6 +105,9 @@ def read(ctx: OpContext, args: dict) -> dict[str, Any]:
             "activation_interval": cfg["activation_interval"],
             "renewal_interval": cfg["renewal_interval"],
             "version": "10.0.20348.1",
+            # cumulative request counters (A.2 KeyManagementService{Failed,Total}Requests)
+            "failed_requests": int(lic.get("failed_requests", 0)),
+            "total_requests": int(lic.get("total_requests", 0)),
         },
         "products": [
             {k: p[k] for k in ("id", "name", "description", "application_id", "partial_key",
@@ -198,15 +203,65 @@ def restart(ctx: OpContext, args: dict) -> None:
             eventlog.write(ctx, 12294, eventlog.publish_success_message(domain), [domain])
 
 
+def _seen_client(lic: dict[str, Any], cmid: str) -> None:
+    """Keep the 50 most recently seen CMIDs (A.5: the count is capped at 50)."""
+    if cmid in lic["clients"]:
+        lic["clients"].remove(cmid)
+    lic["clients"].append(cmid)
+    del lic["clients"][:-MAX_CLIENTS]
+
+
 def record_activation(ctx: OpContext, client_fqdn: str, cmid: str | None = None) -> None:
-    """A client activated against this host: 12290 (VA2-OPS field order) and the count (A.5)."""
+    """A client activated against this host: 12290 (VA2-OPS field order), the count (A.5)
+    and the total-requests counter (A.2)."""
     lic = _lic(ctx)
     cmid = cmid or str(uuid.uuid4())
-    if cmid not in lic["clients"]:
-        lic["clients"].append(cmid)
-        del lic["clients"][:-MAX_CLIENTS]
+    _seen_client(lic, cmid)
+    lic["total_requests"] = int(lic.get("total_requests", 0)) + 1
     info = ["0x0", "5", client_fqdn, cmid, ctx.timestamp(), "0", "1", "0", WINDOWS_APP_ID]
     eventlog.write(ctx, 12290, eventlog.activation_message(info), info)
+
+
+def load_activations(ctx: OpContext, records, current_count: int | None = None) -> dict[str, int]:
+    """Bulk-load simulated 12290s (``{"time", "properties"}`` dicts in time order, e.g.
+    ``SimRecord.as_event()``) into the KMS log in ONE transaction and reflect them in the
+    host's counters: total requests, failed requests (HRESULT not 0x0) and the clients
+    behind KeyManagementServiceCurrentCount (the most recent CMIDs; ``current_count``,
+    when given, is the number to keep: unique CMIDs of the last 30 days, capped at 50, A.5).
+    The record ids are the log's own (increasing); returns counts of what was loaded."""
+    lic = _lic(ctx)
+    stats = {"events": 0, "failed": 0}
+    recent: dict[str, None] = {}
+
+    def rows():
+        for r in records:
+            props = [str(p) for p in r["properties"]]
+            stats["events"] += 1
+            if props and props[0].lower() not in ("0x0", "0x00000000", "0"):
+                stats["failed"] += 1
+            if len(props) > 3:
+                recent.pop(props[3], None)
+                recent[props[3]] = None  # insertion order = last seen
+            yield str(r["time"]), props
+
+    ctx.kms().append_many(rows())
+    lic["total_requests"] = int(lic.get("total_requests", 0)) + stats["events"]
+    lic["failed_requests"] = int(lic.get("failed_requests", 0)) + stats["failed"]
+    keep = MAX_CLIENTS if current_count is None else max(0, min(MAX_CLIENTS, int(current_count)))
+    for cmid in list(recent)[-keep:] if keep else []:
+        _seen_client(lic, cmid)
+    if current_count is not None:
+        lic["clients"] = lic["clients"][-keep:] if keep else []
+    return stats
+
+
+def service_read(ctx: OpContext, args: dict) -> dict[str, Any]:
+    """``service.read`` of sppsvc (Get-Service): its status and start type (A.1)."""
+    if args.get("name") != "sppsvc":
+        raise ModelError("KMSDEPLOY_UNKNOWN_OP", "only sppsvc may be read")
+    running = bool(_lic(ctx).get("sppsvc_running", True))
+    # sppsvc is a trigger-start service: "Automatic (Delayed Start)" shows as Automatic in 5.1
+    return {"name": "sppsvc", "status": "Running" if running else "Stopped", "start_type": "Automatic"}
 
 
 def kms_endpoint(lic: dict[str, Any]) -> int | None:
@@ -224,4 +279,5 @@ HANDLERS = {
     "licensing.set": set_setting,
     "licensing.set_publish_list": set_publish_list,
     "service.restart": restart,
+    "service.read": service_read,
 }

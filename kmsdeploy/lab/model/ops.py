@@ -31,6 +31,16 @@ class OpContext:
     #: model-wide state (activation counts per key digest, over-limit fault keys)
     global_state: dict[str, Any] = field(default_factory=dict)
     now: Callable[[], _dt.datetime] = lambda: _dt.datetime.now(_dt.timezone.utc)
+    #: the host's 'Key Management Service' log (12290s; :class:`.kmslog.KmsLog`), kept out of
+    #: ``state`` because it holds up to a million events; None only for contexts that never log 12290
+    kms_log: Any = None
+
+    def kms(self):
+        """The host's 'Key Management Service' log; a clear error when none is attached."""
+        if self.kms_log is None:
+            raise ModelError("KMSDEPLOY_ERROR", "lab model: no 'Key Management Service' log attached to this context "
+                                                "(use LabModel.edit(host))")
+        return self.kms_log
 
     def timestamp(self) -> str:
         return self.now().astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")

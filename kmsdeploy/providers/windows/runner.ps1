@@ -124,6 +124,9 @@ function Read-Licensing {
             activation_interval = [int64]$svc.VLActivationInterval
             renewal_interval = [int64]$svc.VLRenewalInterval
             version = [string]$svc.Version
+            # cumulative request counters (A.2)
+            failed_requests = [int64]$svc.KeyManagementServiceFailedRequests
+            total_requests = [int64]$svc.KeyManagementServiceTotalRequests
         }
         products = $products
         publish_list = $publish
@@ -200,6 +203,16 @@ function Restart-NamedService {
     return $null
 }
 
+function Read-NamedService {
+    param($A)
+    # Only sppsvc (A.1); the name is compared as data, never interpolated.
+    # sppsvc is trigger-started and querying SoftwareLicensingService starts it (inference):
+    # the status is evidence, read together with event 12291.
+    if ([string]$A.name -ne 'sppsvc') { Stop-Op 'KMSDEPLOY_UNKNOWN_OP' 'only sppsvc may be read' }
+    $s = Get-Service -Name 'sppsvc' -ErrorAction Stop
+    return [ordered]@{ name = 'sppsvc'; status = [string]$s.Status; start_type = [string]$s.StartType }
+}
+
 # ---------------------------------------------------------------- event log (A.4)
 
 function ConvertTo-EventData {
@@ -232,6 +245,46 @@ function Read-KmsEvents {
         }
     }
     return [ordered]@{ events = $out }
+}
+
+# Characters of event JSON per Read-KmsActivations answer: a page ends early past this, so
+# one answer stays far below Windows PowerShell 5.1's ~2 MB JSON limits (the lab model uses
+# the same budget: kmsdeploy/lab/model/eventlog.py PAGE_BUDGET).
+$ActivationPageBudget = 1000000
+
+function Read-KmsActivations {
+    param($A)
+    # Only integers reach the XPath (cast to [long]/[int]): no payload value becomes source.
+    $after = [long](Get-Arg $A 'after_record_id' 0)
+    $max = [int](Get-Arg $A 'max' 20000)
+    # 12290 lives in the 'Key Management Service' log (A.4); one more than asked tells "more".
+    $xpath = '*[System[(EventID=12290) and (EventRecordID > ' + $after + ')]]'
+    $out = New-Object System.Collections.ArrayList
+    $size = 0
+    $more = $false
+    foreach ($e in @(Get-WinEvent -LogName 'Key Management Service' -FilterXPath $xpath -Oldest -MaxEvents ($max + 1) -ErrorAction SilentlyContinue)) {
+        if ($out.Count -ge $max) { $more = $true; break }
+        $props = @($e.Properties | ForEach-Object { [string]$_.Value })
+        $message = $null
+        # the message doubles the size: only when there are no properties (F.9 Info line)
+        if ($props.Count -eq 0) { $message = [string]$e.Message }
+        $size += 60
+        foreach ($p in $props) { $size += $p.Length + 3 }
+        if ($null -ne $message) { $size += $message.Length }
+        if ($out.Count -gt 0 -and $size -gt $ActivationPageBudget) { $more = $true; break }
+        [void]$out.Add([ordered]@{
+            record_id = [long]$e.RecordId
+            time = $e.TimeCreated.ToUniversalTime().ToString('o')
+            properties = $props
+            message = $message
+        })
+    }
+    $oldest = @(Get-WinEvent -LogName 'Key Management Service' -Oldest -MaxEvents 1 -ErrorAction SilentlyContinue)
+    $last = $after
+    if ($out.Count -gt 0) { $last = $out[$out.Count - 1].record_id }
+    $oldestId = $null
+    if ($oldest.Count -gt 0) { $oldestId = [long]$oldest[0].RecordId }
+    return [ordered]@{ events = $out; last_record_id = $last; more = $more; oldest_record_id = $oldestId }
 }
 
 # ---------------------------------------------------------------- firewall (C.1-C.3)
@@ -591,6 +644,7 @@ function Invoke-Op {
     switch -Exact ([string]$Op.op) {
         'licensing.read' { return (Read-Licensing) }
         'eventlog.read' { return (Read-KmsEvents $a) }
+        'eventlog.read_activations' { return (Read-KmsActivations $a) }
         'firewall.read' { return (Read-FirewallRules $a) }
         'dns.read' { return (Read-DnsRecords $a) }
         'scom.read' { return (Read-ScomAgent) }
@@ -600,6 +654,7 @@ function Invoke-Op {
         'licensing.set' { return (Set-LicensingSetting $a) }
         'licensing.set_publish_list' { return (Set-PublishList $a) }
         'service.restart' { return (Restart-NamedService $a) }
+        'service.read' { return (Read-NamedService $a) }
         'firewall.create' { return (New-Rule $a) }
         'firewall.set' { return (Set-Rule $a) }
         'firewall.remove' { return (Remove-Rule $a) }
