@@ -51,3 +51,26 @@ def test_bad_input(case: Path, monkeypatch):
         for secret in forbid.read_text().splitlines():
             if secret.strip():
                 assert secret not in text
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_through_the_cli(case: Path, monkeypatch, capsys):
+    """The user's view: exit 1, every line located (file:line:col: message), no traceback, nothing run."""
+    import re
+
+    from kmsdeploy import cli
+
+    monkeypatch.delenv("KMSDEPLOY_CORPUS_UNSET_SECRET", raising=False)
+    monkeypatch.setattr("kmsdeploy.planner.gather", lambda *a, **k: pytest.fail("connected on bad input"))
+    playbook = case / "playbook.yml"
+    if not playbook.exists():
+        playbook = DATA / "spec" / "ok_playbook.yml"
+    inventory = next((p for p in (case / "inventory", case / "inventory.yml") if p.exists()), None)
+    argv = ["plan", "-i", str(inventory), str(playbook)] if inventory else ["validate", str(playbook)]
+    assert cli.main(argv) == 1
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err + out.out and "internal error" not in out.err
+    lines = out.err.strip().splitlines()
+    assert lines[-1].endswith("nothing was changed.")
+    for line in lines[:-1]:
+        assert re.match(r"^/.+:\d+:\d+: ", line), f"unlocated: {line}"
