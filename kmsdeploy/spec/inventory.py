@@ -62,6 +62,9 @@ class _Group:
     parents: set[str] = field(default_factory=set)
     vars: dict[str, Any] = field(default_factory=dict)
     file_vars: dict[str, Any] = field(default_factory=dict)
+    #: the same names as ``hosts``/``children``, for O(1) membership tests
+    host_set: set[str] = field(default_factory=set)
+    child_set: set[str] = field(default_factory=set)
 
 
 def inventory_file(path: str) -> str | None:
@@ -135,7 +138,7 @@ class _Reader:
         self.inv.diagnostics.extend(diags)
         if data is None:
             return self.inv
-        errors, _ = self.schemas.validate("inventory.schema.json", data)
+        errors, _ = self.schemas.validate("inventory.schema.json", data, cache=False)
         reg = self.schemas.registry.resolver(base_uri="https://kmsdeploy.example/schemas/inventory.schema.json")
         self.inv.diagnostics.extend(
             schema_diagnostics(errors, data, what="inventory", resolver=reg, is_secret_schema=self.schemas.is_secret_schema,
@@ -173,7 +176,8 @@ class _Reader:
                         self.host_order.append(host)
                         self.host_vars[host] = {}
                         self.inv.host_locations[host] = value.key_loc(host)
-                    if host not in g.hosts:
+                    if host not in g.host_set:
+                        g.host_set.add(host)
                         g.hosts.append(host)
                     self.host_vars[host].update(self.vars_of(hvars, file))
             elif key == "children" and isinstance(value, YDict):
@@ -184,7 +188,8 @@ class _Reader:
                         continue
                     c = self.group(child, value.key_loc(child))
                     c.parents.add(name)
-                    if child not in g.children:
+                    if child not in g.child_set:
+                        g.child_set.add(child)
                         g.children.append(child)
                     self.walk(child, cbody, file, stack + (name,))
 
@@ -281,25 +286,40 @@ class _Reader:
         for name in groups:
             members_of(name)
         members["all"] = set(self.host_order)
-        ungrouped = [h for h in self.host_order if not any(h in m for g, m in members.items() if g != "all")]
+        # a host is grouped when some group other than 'all' lists it directly (transitive
+        # membership only ever comes from direct listings, and 'all' is nobody's child)
+        grouped: set[str] = set()
+        for g, grp in groups.items():
+            if g != "all":
+                grouped.update(grp.hosts)
+        ungrouped = [h for h in self.host_order if h not in grouped]
         if "ungrouped" not in groups:
-            groups["ungrouped"] = _Group("ungrouped", None, hosts=list(ungrouped), parents={"all"})
+            groups["ungrouped"] = _Group("ungrouped", None, hosts=list(ungrouped), parents={"all"},
+                                         host_set=set(ungrouped))
             depth["ungrouped"] = 1
         members["ungrouped"] = set(ungrouped) | members.get("ungrouped", set())
-        self.inv.groups = {g: [h for h in self.host_order if h in members[g]] for g in groups}
+        # inventory order without a hosts x groups scan: sort each group's members by position
+        position = {h: i for i, h in enumerate(self.host_order)}
+        self.inv.groups = {g: sorted(members[g], key=position.__getitem__) for g in groups}
 
         sites = list(groups[SITES_GROUP].children) if SITES_GROUP in groups else []
         self.inv.sites = sites
+        site_rank = {s: i for i, s in enumerate(sites)}
         order = sorted(groups, key=lambda g: (depth.get(g, 0), g))
+        # host -> its groups in precedence order (one pass over the memberships)
+        groups_of_host: dict[str, list[str]] = {h: [] for h in self.host_order}
+        for g in order:
+            for h in members[g]:
+                groups_of_host[h].append(g)
         for host in self.host_order:
-            host_groups = [g for g in order if host in members[g]]
+            host_groups = groups_of_host[host]
             merged: dict[str, Any] = {}
             for g in host_groups:
                 merged.update(groups[g].vars)
                 merged.update(groups[g].file_vars)
             merged.update(self.host_vars.get(host, {}))
             merged.update(self.host_file_vars.get(host, {}))
-            in_sites = [s for s in sites if host in members.get(s, set())]
+            in_sites = sorted((g for g in host_groups if g in site_rank), key=site_rank.__getitem__)
             site_var = merged.get("site")
             if isinstance(site_var, str) and site_var:
                 site: str | None = site_var

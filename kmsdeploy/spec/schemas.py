@@ -12,12 +12,14 @@ exactly the places the kind schema declares as secret.
 """
 from __future__ import annotations
 
+import collections
 import json
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import jsonschema
 import referencing
+import referencing.exceptions
 from jsonschema import Draft202012Validator
 from referencing.jsonschema import DRAFT202012
 
@@ -81,6 +83,11 @@ class SchemaSet:
                 resources.append((sid, res))
         self.registry: referencing.Registry = referencing.Registry().with_resources(resources)
         self._validators: dict[str, Any] = {}
+        #: validation results by (schema, pointer, value_key(instance)); see validate()
+        self._results: dict[tuple[str, str, Any], tuple[tuple[jsonschema.ValidationError, ...], tuple[tuple[Any, ...], ...]]] = {}
+        #: how many times each schema really ran ("relname" or "relname#pointer"), and cache hits
+        self.runs: collections.Counter[str] = collections.Counter()
+        self.cache_hits = 0
         self._sink: list[set[int]] = []
         self._cls = _validator_class(self._sink)
         self._secret_schema = self.schemas.get("common.schema.json", {}).get("$defs", {}).get("secret")
@@ -106,9 +113,31 @@ class SchemaSet:
             self._validators[key] = v
         return v
 
-    def validate(self, relname: str, instance: Any, pointer: str = "") -> tuple[list[jsonschema.ValidationError], set[int]]:
+    def validate(self, relname: str, instance: Any, pointer: str = "", *,
+                 cache: bool = True) -> tuple[list[jsonschema.ValidationError], set[int]]:
         """Validate ``instance``. Returns ``(errors, secret_ids)`` where ``secret_ids`` are the
-        ``id()`` of the mappings that were checked against the secret definition."""
+        ``id()`` of the mappings that were checked against the secret definition.
+
+        Results are cached by the instance's value (see :func:`value_key`): the same
+        resource rendered identically for many hosts (every host of a site) is validated
+        once. A hit returns the first run's errors (they describe equal values, so the
+        messages are the same; locations come from the instance the caller passes to
+        ``schema_diagnostics``) and the secret mappings found at the same places in this
+        instance. ``cache=False`` for one-off documents (a whole inventory).
+        Instances holding anything but plain data (e.g. secrets) are never cached.
+        """
+        key = None
+        if cache:
+            try:
+                key = (relname, pointer, value_key(instance))
+            except (_Unkeyable, RecursionError):
+                key = None
+        if key is not None:
+            hit = self._results.get(key)
+            if hit is not None:
+                self.cache_hits += 1
+                errors_t, secret_paths = hit
+                return list(errors_t), _ids_at(instance, secret_paths)
         v = self.validator(relname, pointer)
         seen: set[int] = set()
         self._sink.append(seen)
@@ -116,7 +145,67 @@ class SchemaSet:
             errors = list(v.iter_errors(instance))
         finally:
             self._sink.pop()
+        self.runs[relname + ("#" + pointer if pointer else "")] += 1
+        if key is not None:
+            if len(self._results) >= MAX_CACHED_RESULTS:
+                self._results.clear()
+            self._results[key] = (tuple(errors), _paths_of(instance, seen) if seen else ())
         return errors, seen
+
+
+#: bound on cached validation results per SchemaSet (the cache is dropped when full)
+MAX_CACHED_RESULTS = 100_000
+
+
+class _Unkeyable(ValueError):
+    """The value holds something other than plain YAML/JSON data."""
+
+
+_SCALARS = (int, float, bool, type(None))
+
+
+def value_key(value: Any) -> Any:
+    """A hashable key equal for two values exactly when they are the same plain data
+    (dict/list/str/int/float/bool/None, in the same order; ``1``, ``1.0`` and ``True``
+    differ). Raises ValueError (:class:`_Unkeyable`) for anything else (secrets, custom objects)."""
+    t = type(value)
+    if t is str:
+        return value
+    if t in _SCALARS:
+        return (t, value)
+    if isinstance(value, dict) and not isinstance(value, (Secret, SecretRef)):
+        return ("d",) + tuple((value_key(k), value_key(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return ("l",) + tuple(value_key(v) for v in value)
+    if isinstance(value, str):  # str subclasses: keep the text, mark the type
+        return (t, str(value))
+    raise _Unkeyable(t.__name__)
+
+
+def _paths_of(instance: Any, ids: set[int]) -> tuple[tuple[Any, ...], ...]:
+    """Paths (keys/indexes from ``instance``) of the containers whose id() is in ``ids``."""
+    out: list[tuple[Any, ...]] = []
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(instance, ())]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in ids:
+            out.append(path)
+        if isinstance(node, dict):
+            stack.extend((v, path + (k,)) for k, v in node.items() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, path + (i,)) for i, v in enumerate(node) if isinstance(v, (dict, list)))
+    return tuple(out)
+
+
+def _ids_at(instance: Any, paths: tuple[tuple[Any, ...], ...]) -> set[int]:
+    """id() of the containers at ``paths`` in ``instance`` (the inverse of :func:`_paths_of`)."""
+    out: set[int] = set()
+    for path in paths:
+        node = instance
+        for step in path:
+            node = node[step]
+        out.add(id(node))
+    return out
 
 
 _ORIGINAL_REF = Draft202012Validator.VALIDATORS["$ref"]
@@ -124,7 +213,13 @@ _ORIGINAL_REF = Draft202012Validator.VALIDATORS["$ref"]
 
 def _validator_class(sink: list[set[int]]) -> Any:
     """Draft 2020-12 validator whose ``$ref`` notes instances checked against the secret def
-    (and accepts already-built SecretRef/Secret objects there)."""
+    (and accepts already-built SecretRef/Secret objects there).
+
+    ``$ref`` lookups are memoised by (base URI, ref): jsonschema resolves every ``$ref``
+    afresh for every instance (URL joins and registry walks), which dominated validating a
+    10,000-host inventory. The registry of a SchemaSet is fixed and the schemas use no
+    ``$dynamicRef``, so a lookup's result depends on nothing else."""
+    lookups: dict[tuple[str, str], Any] = {}
 
     def ref(validator: Any, ref: str, instance: Any, schema: Any) -> Iterator[jsonschema.ValidationError]:
         if ref.endswith(SECRET_DEF) or ref == "#/$defs/secret":
@@ -132,7 +227,20 @@ def _validator_class(sink: list[set[int]]) -> Any:
                 sink[-1].add(id(instance))
             if isinstance(instance, (Secret, SecretRef)):
                 return
-        yield from _ORIGINAL_REF(validator, ref, instance, schema)
+        resolver = getattr(validator, "_resolver", None)
+        base = getattr(resolver, "_base_uri", None)
+        if getattr(validator, "_ref_resolver", None) is not None or not isinstance(base, str):
+            yield from _ORIGINAL_REF(validator, ref, instance, schema)
+            return
+        resolved = lookups.get((base, ref))
+        if resolved is None:
+            try:
+                resolved = resolver.lookup(ref)
+            except referencing.exceptions.Unresolvable:
+                yield from _ORIGINAL_REF(validator, ref, instance, schema)  # raises as jsonschema does
+                return
+            lookups[(base, ref)] = resolved
+        yield from validator.descend(instance, resolved.contents, resolver=resolved.resolver)
 
     return jsonschema.validators.extend(Draft202012Validator, validators={"$ref": ref})
 

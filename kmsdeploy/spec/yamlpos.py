@@ -41,6 +41,7 @@ _ALLOWED_SCALAR_TAGS = {
     "tag:yaml.org,2002:bool",
     "tag:yaml.org,2002:null",
 }
+_STR_TAG = "tag:yaml.org,2002:str"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -132,6 +133,33 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+#: The same loader on libyaml's C parser (when PyYAML was built with it). Its nodes carry
+#: the same start marks (line, column), so locations, duplicate keys, tags and the alias
+#: cap are all handled by the same :class:`_Builder`. It is only used for documents it
+#: composes without complaint; anything it rejects is parsed again with the pure-Python
+#: loader so error messages stay PyYAML's.
+_CLoader: Any = None
+if getattr(yaml, "__with_libyaml__", False):  # pragma: no branch
+    class _CLoader(yaml.CSafeLoader):  # type: ignore[no-redef]
+        """CSafeLoader with :class:`_Loader`'s resolvers (no timestamps)."""
+
+    _CLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+# libyaml is more lenient than PyYAML's pure-Python parser in a few corners ('?' and tabs
+# inside plain scalars, some tags, block scalar headers, a BOM inside the text) and marks
+# an empty value in a flow mapping ("{a: }", "{a: # c\n}") elsewhere. Texts that could
+# meet any of those go to the pure-Python parser, so both paths accept the same documents
+# and report the same locations (tests/unit/test_spec_scaling.py compares them; a
+# differential fuzz over mutated corpus files found no difference, docs/performance.md).
+_C_RISKY_CHARS = re.compile(r"[^\x20-\x7e\n\r]|[?!|>]|:(?:[ \r\n]|#[^\n]*)*[,}\]]")
+
+
+def _c_parser_agrees(text: str) -> bool:
+    """True when ``text`` avoids every construct where libyaml and PyYAML differ."""
+    return _C_RISKY_CHARS.search(text) is None
+
+
 class _Fail(Exception):
     def __init__(self, message: str, node: Node | None = None, mark: Any = None):
         super().__init__(message)
@@ -171,6 +199,8 @@ class _Builder:
                 node,
             )
         if isinstance(node, ScalarNode):
+            if node.tag == _STR_TAG:
+                return node.value  # what SafeConstructor.construct_yaml_str returns, without the dispatch
             if node.tag not in _ALLOWED_SCALAR_TAGS:
                 raise _Fail(f"unsupported YAML tag {node.tag!r} (only plain data is allowed)", node)
             try:
@@ -288,10 +318,28 @@ def parse_yaml(data: bytes | str, file: str, *, expect: type | None = None, json
         tabs = _tab_diagnostics(text, file)
         if tabs:
             return None, tabs
-    loader = _Loader(text)
-    try:
+    node = None
+    loader: Any = None
+    if _CLoader is not None and _c_parser_agrees(text):
+        loader = _CLoader(text)
         try:
             node = loader.get_single_node()
+        except Exception:  # noqa: BLE001 - the pure-Python loader below reports it in its words
+            loader.dispose()
+            loader, node = None, None
+    if loader is None:
+        try:
+            loader = _Loader(text)
+        except yaml.reader.ReaderError as e:  # a character YAML does not allow (the reader checks up front)
+            pos = e.position if isinstance(e.position, int) else 0
+            line = text.count("\n", 0, pos) + 1
+            col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+            return None, [Diagnostic(f"malformed YAML: unacceptable character #x{e.character:04x} "
+                                     "(control and special characters are not allowed)", file, line, col)]
+    try:
+        try:
+            if node is None and isinstance(loader, _Loader):
+                node = loader.get_single_node()
         except yaml.MarkedYAMLError as e:
             if "expected a single document" in str(e.context or ""):
                 return None, [_diag_from_mark(file, "expected a single YAML document, found more than one ('---')", e.problem_mark)]
