@@ -50,21 +50,6 @@ PLAYBOOK = [{
 }]
 
 
-FAST_VALIDATE = """
-import jsonschema
-_validators = {}
-_validate = jsonschema.validate
-def validate(instance, schema, *args, **kwargs):
-    if args or kwargs:
-        return _validate(instance, schema, *args, **kwargs)
-    v = _validators.get(id(schema))
-    if v is None:
-        v = _validators[id(schema)] = jsonschema.validators.validator_for(schema)(schema)
-    v.validate(instance)
-jsonschema.validate = validate
-"""
-
-
 def host_names(hosts: int, sites: int) -> list[tuple[str, str, str]]:
     """(name, address, site) in inventory order; 127.250.0.0/16 is used by no test."""
     per_site = max(1, hosts // sites)
@@ -122,9 +107,6 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--forks", type=int, default=25)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, counters)")
-    ap.add_argument("--cache-payload-validator", action="store_true",
-                    help="in the lab daemon only: validate runner payloads with ONE compiled jsonschema validator "
-                         "instead of jsonschema.validate() per command (~20 ms of daemon CPU each); see docs/performance.md")
     args = ap.parse_args(argv)
 
     from kmsdeploy.lab.daemon import lab_down, lab_up
@@ -137,12 +119,6 @@ def main(argv=None) -> int:
     lab = None
     try:
         t0 = time.monotonic()
-        if args.cache_payload_validator:
-            # a sitecustomize seen only by the daemon (lab_up passes PYTHONPATH through)
-            site = root / "site"
-            site.mkdir()
-            (site / "sitecustomize.py").write_text(FAST_VALIDATE)
-            os.environ["PYTHONPATH"] = str(site) + os.pathsep + os.environ.get("PYTHONPATH", "")
         lab = lab_up(state, [LabHostConfig(n, a) for n, a, _ in names], scheme="http", auth="ntlm", wait=120)
         (state / "faults.json").write_text(json.dumps({"default": {"latency_ms": args.latency_ms}}))
         deadline = time.monotonic() + 10
@@ -151,8 +127,6 @@ def main(argv=None) -> int:
         print(f"lab daemon up (pid {lab['pid']}, {len(names)} hosts, NTLM+encryption over HTTP, "
               f"{args.latency_ms:g} ms per request) in {time.monotonic() - t0:.1f}s", flush=True)
         inv, pb = write_inputs(root, lab, names, args.forks)
-        if args.cache_payload_validator:  # the measured kmsdeploy process runs unpatched
-            os.environ["PYTHONPATH"] = os.environ["PYTHONPATH"].split(os.pathsep, 1)[1]
         env = dict(os.environ, BENCH_CSVLK=KEY, KMSDEPLOY_OWNER_ID="bench", CI="true",
                    PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         steps = [("plan (initial, all pending)", ["plan", "-i", inv, pb, "--detailed-exitcode"], 2),
