@@ -115,6 +115,10 @@ def converge_target(host: Host, resources: Sequence[Resource], ctx: RunContext,
             outcome.errors.append(str(exc))
             outcome.status = "failed"
             return
+        except Exception as exc:  # noqa: BLE001 - a bug in one provider must not sink the other targets
+            outcome.errors.append(f"internal error: {type(exc).__name__}: {exc} (please report it)")
+            outcome.status = "failed"
+            return
 
 
 def pending_changes(provider, transport, host, resources, ctx, skip) -> list[Change]:

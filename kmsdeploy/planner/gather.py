@@ -71,6 +71,8 @@ def gather(hosts: Mapping[str, Host], resources: Sequence[Resource], ctx: RunCon
             err = TargetError(target, f"no provider for connection type {host.connection!r}")
         except KmsdeployError as exc:
             err = TargetError(target, str(exc), getattr(exc, "transient", False))
+        except Exception as exc:  # noqa: BLE001 - one target's bug must not sink the whole plan
+            err = TargetError(target, f"internal error: {type(exc).__name__}: {exc} (please report it)")
         return target, None, 0, err, time.monotonic() - start
 
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(groups) or 1))) as pool:

@@ -106,3 +106,19 @@ def test_stale_refs_detects_changed_targets(memory):
     memory.stores["h1"]["a"] = {"title": "a", "text": "someone else"}
     _, obs2 = planner.make_plan(specs, RunContext())
     assert planner.stale_refs(plan.fingerprints, obs2.observed) == ["note[a]@h1"]
+
+
+def test_a_provider_bug_on_one_target_does_not_sink_the_others(memory, monkeypatch):
+    real_read = memory.read
+
+    def read(transport, host, resources, ctx):
+        if host.name == "h2":
+            raise RuntimeError("provider bug")
+        return real_read(transport, host, resources, ctx)
+
+    monkeypatch.setattr(memory, "read", read)
+    specs = specs_for(note("h1", "a"), note("h2", "b"))
+    plan, _ = planner.make_plan(specs, RunContext())
+    assert [e.target for e in plan.errors] == ["h2"] and "internal error: RuntimeError" in plan.errors[0].message
+    result = executor.execute(specs, plan, RunContext())
+    assert result.outcomes["h1"].status == "converged" and result.outcomes["h2"].status == "failed"
