@@ -46,6 +46,14 @@ def register_users(users: Mapping[str, str]) -> str:
             atexit.register(_remove, path)
         with open(path, encoding="utf-8") as fh:
             have = set(fh.read().splitlines())
+        known = {line.rsplit(":", 1)[0].lower(): line for line in have if line}
+        for u, p in users.items():
+            line = _user_line(u, p)
+            other = known.get(line.rsplit(":", 1)[0].lower())
+            if other is not None and other != line:
+                # pyspnego takes the first line for a name: a second password would silently 401
+                raise ValueError(f"lab user {u!r} is already registered in this process with another password; "
+                                 "give each lab its own user name")
         missing = [line for line in (_user_line(u, p) for u, p in users.items()) if line not in have]
         if missing:
             with open(path, "a", encoding="utf-8") as fh:

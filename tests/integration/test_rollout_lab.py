@@ -35,7 +35,7 @@ from kmsdeploy.lab.winrm_server import LabHostConfig, WinrmLabServer
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-USER, PASSWORD = "Administrator", "Lab-Rollout-Passw0rd!"
+USER, PASSWORD = "RolloutAdmin", "Lab-Rollout-Passw0rd!"  # unique per module: pyspnego reads one NTLM user file per process
 WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0)
 NET = f"127.{180 + WORKER % 70}.52"  # block 52: no other test uses it (see test_winrm_*.py, test_health.py)
 KEY = "BCDFG-HJKMP-QRTVW-XY234-WX4NM"
