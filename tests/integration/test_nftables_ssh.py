@@ -8,6 +8,8 @@ same calls the planner and executor make.
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,14 +17,16 @@ from pathlib import Path
 
 import paramiko
 import pytest
+import yaml
 
+from kmsdeploy import cli
 from kmsdeploy.errors import AuthenticationError, HostKeyError, ProviderError, TransportError, UnreachableError
 from kmsdeploy.kinds.firewall_rule import FirewallRule
-from kmsdeploy.model import Action, Host, Ref, Resource
+from kmsdeploy.model import Action, Host, Ref, Resource, Secret
 from kmsdeploy.providers.base import RunContext
 from kmsdeploy.providers.nftables import NftablesProvider
 from kmsdeploy.transports.base import Timeouts
-from tests.services.netns import nft_json, sh
+from tests.services.netns import BECOME_USER, NOPASSWD_USER, nft_json, sh
 
 pytestmark = pytest.mark.integration
 
@@ -466,3 +470,139 @@ def test_cli_rollout_over_five_gateways_in_parallel(netns_lab, tmp_path, capsys)
     for gw in lab.gateways:
         assert set(owned(gw)) == {"kmsdeploy:kms-allow", "kmsdeploy:kms-deny"}
         assert lab.probe(gw.ip, lab.allowed_src) and not lab.probe(gw.ip, lab.denied_src)
+
+
+# -- become through sudo: a non-root user on a real sshd -----------------------------------
+# The gateways' sshd sees a private /etc (tests/services/netns.py) with two throwaway users:
+# BECOME_USER (sudo asks for lab.become_password) and NOPASSWD_USER (sudo NOPASSWD: ALL).
+
+def become(user, **extra):
+    """Host var overrides: log in as ``user`` and become root through sudo."""
+    return {"ansible_user": user, "ansible_become": True, "ansible_become_method": "sudo", **extra}
+
+
+def write_run(tmp_path, hosts: dict, specs) -> list[str]:
+    """Inventory + playbook files; returns the CLI arguments ``-i INV PLAYBOOK``."""
+    inv = {"all": {"children": {"gateways": {"hosts": hosts}}}}
+    (tmp_path / "hosts.yml").write_text(yaml.safe_dump(inv))
+    (tmp_path / "gw.yml").write_text(yaml.safe_dump([{
+        "name": "Open 1688 through sudo", "hosts": "gateways",
+        "resources": [{"kind": "firewall_rule", **spec} for spec in specs]}]))
+    return ["-i", str(tmp_path / "hosts.yml"), str(tmp_path / "gw.yml")]
+
+
+def accepted_logins(gw) -> set[str]:
+    return {line.split(" for ", 1)[1].split()[0] for line in gw.sshd_log().splitlines()
+            if line.startswith("Accepted publickey for ")}
+
+
+def test_non_root_login_is_root_only_through_sudo(netns_lab):
+    """The privilege really comes from sudo: without become the user cannot touch nftables."""
+    lab, gw = netns_lab, netns_lab.gateways[1]
+    with PROVIDER.transport(host_of(gw, ansible_user=BECOME_USER), CTX) as tr:
+        assert tr.run(["id", "-u"]) == (0, f"{lab.uids[BECOME_USER]}\n".encode(), b"")
+        rc, _, err = tr.run(["/usr/sbin/nft", "list", "ruleset"])  # not on a user PATH
+        assert rc != 0 and b"Operation not permitted" in err
+    host = host_of(gw, **become(BECOME_USER, ansible_become_password=Secret(lab.become_password, "env:X")))
+    with PROVIDER.transport(host, CTX) as tr:
+        assert tr.run(["id", "-u"]) == (0, b"0\n", b"")
+        # argv stays data through ssh + sudo + sh -c; stdin reaches the command byte for byte,
+        # nothing of the password in it
+        rc, out, _ = tr.run(["printf", "%s|", "a b", "$(id)", "`id`", "'q'", "x;y"])
+        assert (rc, out) == (0, b"a b|$(id)|`id`|'q'|x;y|")
+        payload = b"first line of the payload\n" + bytes(range(256)) * 64
+        assert tr.run(["cat"], payload) == (0, payload, b"")
+        assert tr.requests == 3
+    assert BECOME_USER in accepted_logins(gw)
+
+
+def test_become_sudo_with_password_from_env_and_file_via_cli(netns_lab, tmp_path, capsys, caplog, monkeypatch):
+    """plan/apply/plan through the CLI: one gateway's become password from {env:}, one from {file:}."""
+    caplog.set_level(logging.DEBUG)
+    lab = netns_lab
+    gws = [lab.gateways[1], lab.gateways[2]]
+    for gw in gws:
+        reset(gw)
+    monkeypatch.setenv("KMS_TEST_BECOME_PASSWORD", lab.become_password)
+    secret_file = tmp_path / "become.pw"
+    secret_file.write_text(lab.become_password + "\n")
+    secret_file.chmod(0o600)
+    hosts = {
+        gws[0].name: {**gws[0].vars, **become(BECOME_USER,
+                                              ansible_become_password={"env": "KMS_TEST_BECOME_PASSWORD"})},
+        gws[1].name: {**gws[1].vars, **become(BECOME_USER, ansible_become_password={"file": str(secret_file)})},
+    }
+    args = write_run(tmp_path, hosts, base_specs(lab))
+    plan_file = tmp_path / "run.plan"
+    assert cli.main(["validate", *args]) == 0
+    assert cli.main(["plan", *args, "--detailed-exitcode", "--out", str(plan_file)]) == 2
+    assert cli.main(["apply", str(plan_file)]) == 0
+    assert cli.main(["plan", *args, "--detailed-exitcode"]) == 0
+    out, err = capsys.readouterr()
+    assert "No changes" in out
+    for gw in gws:  # independent checks: nft as root in the namespace, TCP probes, who logged in
+        assert set(owned(gw)) == {"kmsdeploy:kms-allow", "kmsdeploy:kms-deny"}
+        assert lab.probe(gw.ip, lab.allowed_src) and not lab.probe(gw.ip, lab.denied_src)
+        assert "kmsdeploy:kms-allow" in Path(gw.vars["kmsdeploy_nft_persist"]).read_text()
+        assert BECOME_USER in accepted_logins(gw)
+    for text in (out, err, caplog.text, plan_file.read_text(errors="replace")):
+        assert lab.become_password not in text
+    for gw in gws:
+        reset(gw)
+
+
+def test_wrong_become_password_is_a_clear_per_target_error(netns_lab, tmp_path, capsys, caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    lab, gw = netns_lab, netns_lab.gateways[1]
+    reset(gw)
+    wrong = "wrong-" + lab.become_password[::-1]
+    # the transport: an AuthenticationError that names the target and never holds the password
+    host = host_of(gw, **become(BECOME_USER, ansible_become_password=Secret(wrong, "env:X")))
+    with PROVIDER.transport(host, CTX) as tr:
+        with pytest.raises(AuthenticationError) as exc:
+            tr.run(["id", "-u"])
+    e = exc.value
+    assert "refused the become password" in str(e) and BECOME_USER in str(e)
+    assert e.target == gw.name and e.transient is False
+    for text in (str(e), repr(e), repr(e.args)):
+        assert wrong not in text and lab.become_password not in text
+    # a password-protected sudo and no password configured: says which variable to set
+    with PROVIDER.transport(host_of(gw, **become(BECOME_USER)), CTX) as tr:
+        with pytest.raises(AuthenticationError, match="ansible_become_password"):
+            tr.run(["id", "-u"])
+    # the CLI: exit 1, a per-target message, nothing applied, the password nowhere
+    monkeypatch.setenv("KMS_TEST_BECOME_PASSWORD", wrong)
+    args = write_run(tmp_path, {gw.name: {**gw.vars, **become(
+        BECOME_USER, ansible_become_password={"env": "KMS_TEST_BECOME_PASSWORD"})}}, base_specs(lab))
+    report = tmp_path / "run.json"
+    capsys.readouterr()
+    assert cli.main(["apply", *args, "--auto-approve", "--report-json", str(report)]) == 1
+    out, err = capsys.readouterr()
+    both = out + err
+    assert gw.name in both and "refused the become password" in both, both
+    assert "Traceback" not in both
+    for text in (out, err, caplog.text, report.read_text() if report.exists() else ""):
+        assert wrong not in text and lab.become_password not in text
+    assert ("inet", "kmsdeploy") not in tables(gw)
+    print("\n" + both.strip())
+
+
+def test_nopasswd_sudo_needs_no_password(netns_lab):
+    lab, gw = netns_lab, netns_lab.gateways[2]
+    reset(gw)
+    changes, requests = converge(gw, base_specs(lab), **become(NOPASSWD_USER))
+    assert [c.action for c in changes] == [Action.CREATE, Action.CREATE] and requests == 3
+    assert set(owned(gw)) == {"kmsdeploy:kms-allow", "kmsdeploy:kms-deny"}
+    assert lab.probe(gw.ip, lab.allowed_src) and not lab.probe(gw.ip, lab.denied_src)
+    assert NOPASSWD_USER in accepted_logins(gw)
+    # a configured password is never sent when sudo does not ask for one: nft's input stays
+    # intact (the change applies and verifies) and the command sees only its own stdin
+    specs = [{"name": "kms-allow", "remote_addresses": [lab.allowed_src, lab.allowed_src6]},
+             {"name": "kms-deny", "action": "block"}]
+    extra = become(NOPASSWD_USER, ansible_become_password=Secret("never-sent", "env:X"))
+    changes, _ = converge(gw, specs, **extra)
+    assert changes[0].properties == ("remote_addresses",)
+    with PROVIDER.transport(host_of(gw, **extra), CTX) as tr:
+        assert tr.run(["cat"], b"only this\n") == (0, b"only this\n", b"")
+        assert tr.run(["id", "-u"]) == (0, b"0\n", b"")
+    reset(gw)

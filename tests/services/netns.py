@@ -18,7 +18,9 @@ Use: ``from tests.services.netns import *`` in a test module (or list
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -29,10 +31,29 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["Gateway", "NetnsLab", "netns_lab", "probe_tcp", "nft_json", "sh"]
+__all__ = ["BECOME_USER", "NOPASSWD_USER", "Gateway", "NetnsLab", "netns_lab", "probe_tcp", "nft_json", "sh"]
 
 SSHD = "/usr/sbin/sshd"
+SUDO = "/usr/bin/sudo"
 GATEWAYS = int(os.environ.get("KMSDEPLOY_TEST_GATEWAYS", "5"))
+#: throwaway users that exist only in the gateways' private /etc view
+BECOME_USER = "kmsbecome"      # sudo asks for its password
+NOPASSWD_USER = "kmsnopw"      # sudo NOPASSWD: ALL
+#: files of /etc the gateways' sshd sees as per-gateway copies (sudoers.d: an empty directory)
+PRIVATE_ETC = ("passwd", "group", "shadow", "sudoers")
+# Debian 12's default sudoers Defaults, so sudo behaves as on a stock gateway; the lecture and
+# timestamp state go to the gateway dir instead of the machine's /var/lib/sudo and /run/sudo
+SUDOERS = """Defaults\tenv_reset
+Defaults\tmail_badpass
+Defaults\tsecure_path="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+Defaults\tuse_pty
+Defaults\tlecture_status_dir={state}/lectured
+Defaults\ttimestampdir={state}/ts
+root\tALL=(ALL:ALL) ALL
+{become}\tALL=(ALL:ALL) ALL
+{nopasswd}\tALL=(ALL:ALL) NOPASSWD: ALL
+@includedir /etc/sudoers.d
+"""
 
 
 def sh(*argv: str, check: bool = True, input: bytes | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -83,9 +104,15 @@ class Gateway:
         # sshd gets a private mount namespace in which root's ~/.bashrc and ~/.profile are empty: on this
         # machine they run `pyenv init` (a rehash under a global lock) for every SSH command, which a real
         # gateway does not do and which serialises the gateways' commands
+        # The same namespace gives sshd, and everything it spawns, the gateway's private /etc view
+        # (passwd, group, shadow, sudoers + an empty sudoers.d) with the throwaway users.
+        etc = self.dir / "etc"
+        mounts = "".join(f"mount --bind {shlex.quote(str(etc / f))} /etc/{f}; " for f in PRIVATE_ETC)
+        mounts += f"mount --bind {shlex.quote(str(etc / 'sudoers.d'))} /etc/sudoers.d; "
         sh("ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private", "sh", "-c",
-           'for f in "$HOME/.bashrc" "$HOME/.profile"; do [ -e "$f" ] && mount --bind /dev/null "$f"; done; '
-           'exec "$0" "$@"', SSHD, "-f", str(self.dir / "sshd_config"), "-E", str(self.dir / "sshd.log"))
+           'set -e; for f in "$HOME/.bashrc" "$HOME/.profile"; do if [ -e "$f" ]; then mount --bind /dev/null "$f"; '
+           'fi; done; ' + mounts + 'exec "$0" "$@"',
+           SSHD, "-f", str(self.dir / "sshd_config"), "-E", str(self.dir / "sshd.log"))
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if pidfile.exists() and pidfile.read_text().strip() and _port_open(self.ip, 22):
@@ -134,6 +161,11 @@ class NetnsLab:
     known_hosts: Path | None = None
     client_key: Path | None = None
     namespaces: list[str] = field(default_factory=list)
+    veths: list[str] = field(default_factory=list)
+    #: the password of BECOME_USER on every gateway (random per lab, with shell metacharacters)
+    become_password: str = field(default="", repr=False)
+    #: uid of BECOME_USER and NOPASSWD_USER (free in the machine's /etc/passwd)
+    uids: dict[str, int] = field(default_factory=dict)
 
     # addresses in the client namespace: .200/.201 (IPv4), ::200/::201 (IPv6)
     @property
@@ -214,8 +246,76 @@ def _write_sshd_config(gw: Gateway, key_pub: Path) -> None:
             "MaxStartups 100:30:200",
             "MaxSessions 50",
             "LogLevel VERBOSE",
+            # the throwaway users keep their keys where a real gateway does: ~/.ssh/authorized_keys
+            f"Match User {BECOME_USER},{NOPASSWD_USER}",
+            "    AuthorizedKeysFile .ssh/authorized_keys",
             "",
         ]))
+
+
+def _free_ids(count: int, start: int = 41688) -> list[int]:
+    """``count`` numbers free as both uid and gid in the machine's /etc/passwd and /etc/group."""
+    used = set()
+    for name in ("/etc/passwd", "/etc/group"):
+        for line in Path(name).read_text().splitlines():
+            parts = line.split(":")
+            if len(parts) > 2 and parts[2].isdigit():
+                used.add(int(parts[2]))
+    out = []
+    n = start
+    while len(out) < count:
+        if n not in used:
+            out.append(n)
+        n += 1
+    return out
+
+
+def _prepare_users(lab: NetnsLab) -> str:
+    """Pick the throwaway users' ids and password; returns the password's SHA-512 crypt hash."""
+    if not os.access(SUDO, os.X_OK):
+        raise RuntimeError(f"{SUDO} is missing: install the sudo package (scripts/setup does)")
+    for name in (BECOME_USER, NOPASSWD_USER):
+        if any(line.split(":")[0] == name for line in Path("/etc/passwd").read_text().splitlines()):
+            raise RuntimeError(f"user {name} exists on this machine; the netns lab needs the name for itself")
+    lab.uids = dict(zip((BECOME_USER, NOPASSWD_USER), _free_ids(2)))
+    # shell and sudoers metacharacters, a space and non-ASCII: the password must travel as data
+    lab.become_password = f"kms {secrets.token_urlsafe(12)} $(id);'\"`x`\\ é"
+    # on stdin, never on a command line
+    return sh("openssl", "passwd", "-6", "-stdin", input=lab.become_password.encode()).stdout.decode().strip()
+
+
+def _write_private_etc(gw: Gateway, lab: NetnsLab, hash_: str, key_pub: Path) -> None:
+    """The gateway's /etc view: the machine's files plus the throwaway users, homes with keys."""
+    etc = gw.dir / "etc"
+    etc.mkdir()
+    (etc / "sudoers.d").mkdir(mode=0o755)
+    homes = gw.dir / "home"
+    homes.mkdir(mode=0o755)
+    passwd = Path("/etc/passwd").read_text().rstrip("\n").split("\n")
+    group = Path("/etc/group").read_text().rstrip("\n").split("\n")
+    shadow = Path("/etc/shadow").read_text().rstrip("\n").split("\n")
+    for name, uid in lab.uids.items():
+        home = homes / name
+        passwd.append(f"{name}:x:{uid}:{uid}:kmsdeploy test user:{home}:/bin/bash")
+        group.append(f"{name}:x:{uid}:")
+        # '*': no password at all (sshd with UsePAM no still accepts a key; '!' would lock it)
+        shadow.append(f"{name}:{hash_ if name == BECOME_USER else '*'}:20000:0:99999:7:::")
+        (home / ".ssh").mkdir(parents=True)
+        (home / ".ssh" / "authorized_keys").write_text(key_pub.read_text())
+        for path, mode in ((home, 0o700), (home / ".ssh", 0o700), (home / ".ssh" / "authorized_keys", 0o600)):
+            os.chown(path, uid, uid)
+            os.chmod(path, mode)
+    for name, lines in (("passwd", passwd), ("group", group), ("shadow", shadow)):
+        (etc / name).write_text("\n".join(lines) + "\n")
+        st = os.stat(f"/etc/{name}")
+        os.chown(etc / name, st.st_uid, st.st_gid)
+        os.chmod(etc / name, st.st_mode & 0o7777)
+    state = gw.dir / "sudo-state"
+    state.mkdir(mode=0o700)
+    (etc / "sudoers").write_text(SUDOERS.format(state=state, become=BECOME_USER, nopasswd=NOPASSWD_USER))
+    os.chmod(etc / "sudoers", 0o440)
+    # the throwaway users must be able to reach their homes (traverse only: no listing, no reading)
+    os.chmod(gw.dir, 0o711)
 
 
 def setup_lab(count: int = GATEWAYS) -> NetnsLab:
@@ -230,6 +330,8 @@ def setup_lab(count: int = GATEWAYS) -> NetnsLab:
         lab.client_key = lab.dir / "client_key"
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kmsdeploy-test", "-f", str(lab.client_key))
         lab.known_hosts = lab.dir / "known_hosts"
+        os.chmod(lab.dir, 0o711)  # traverse only, for the throwaway users' homes below it
+        hash_ = _prepare_users(lab)
         known = []
         # namespaces: gateways kd<N>-g<i>, one client kd<N>-cl
         names = [(f"g{i}", 10 + i) for i in range(count)] + [("cl", 200)]
@@ -238,7 +340,12 @@ def setup_lab(count: int = GATEWAYS) -> NetnsLab:
             veth = f"kd{n}v{short}"
             sh("ip", "netns", "add", ns)
             lab.namespaces.append(ns)
+            # a veth of this name is a leftover of an earlier session that held bridge <N> (we own
+            # <N> now): the kernel removes a deleted namespace's veth pairs asynchronously, so a
+            # session that starts right after another one's teardown can still meet it
+            sh("ip", "link", "del", veth, check=False)
             sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            lab.veths.append(veth)
             sh("ip", "link", "set", veth, "master", lab.bridge, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             addrs4 = [f"198.18.{n}.{host}"] + ([f"198.18.{n}.{host + 1}"] if short == "cl" else [])
@@ -256,6 +363,7 @@ def setup_lab(count: int = GATEWAYS) -> NetnsLab:
             gw.dir.mkdir()
             sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(gw.dir / "ssh_host_ed25519_key"))
             _write_sshd_config(gw, Path(str(lab.client_key) + ".pub"))
+            _write_private_etc(gw, lab, hash_, Path(str(lab.client_key) + ".pub"))
             gw.start_sshd()
             pub = (gw.dir / "ssh_host_ed25519_key.pub").read_text().split()
             known.append(f"{gw.ip} {pub[0]} {pub[1]}")
@@ -301,6 +409,8 @@ def teardown_lab(lab: NetnsLab) -> None:
         for pid in pids:
             _wait_gone(int(pid))
         sh("ip", "netns", "del", ns, check=False)
+    for veth in lab.veths:  # synchronously (namespace deletion frees them later, in the background)
+        sh("ip", "link", "del", veth, check=False)
     sh("ip", "link", "del", lab.bridge, check=False)
     shutil.rmtree(lab.dir, ignore_errors=True)
 
