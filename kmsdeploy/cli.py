@@ -12,6 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
+from .argtypes import non_negative_int, positive_int
 from .errors import Diagnostic, KmsdeployError, PlanError, SpecError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_BUDGET = 0, 1, 2, 3
@@ -116,16 +117,6 @@ def report_opts(sp):
     sp.add_argument("--report-json", help="write the run report (schemas/run-report.schema.json) here")
     sp.add_argument("--report-junit", help="write a JUnit XML report here (one test case per host/resource)")
     sp.add_argument("--report-markdown", help="write a Markdown summary here")
-
-
-def positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
 
 
 def shard_arg(text: str) -> tuple[int, int]:
@@ -290,17 +281,6 @@ def cmd_facts_collect(args) -> int:
     for t in bad:
         err(f"{t}: {doc['targets'][t]['error']}")
     return EXIT_ERROR if bad else EXIT_OK
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type for ``lab up --clients``: a whole number >= 0."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return n
 
 
 def cmd_lab(args) -> int:

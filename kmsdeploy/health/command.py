@@ -21,9 +21,10 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 from .. import __version__
+from ..argtypes import positive_int as _positive_int
 from ..errors import KmsdeployError, PlanError, SecretError, SpecError
 from ..model import Host, Specs
 from ..providers.base import RunContext
@@ -35,16 +36,6 @@ from . import rules
 EXIT_UNKNOWN = rules.EXIT_CODES[rules.UNKNOWN]
 KMS_GROUP = "kms_hosts"
 DNS_GROUP = "dns_servers"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
 
 
 def _positive_float(text: str) -> float:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ..argtypes import positive_int as _positive
 from ..errors import KmsdeployError, PlanError
 
 REPORT_ACTIONS = ("activations", "history", "licensing", "expiring", "vm")
@@ -46,16 +47,6 @@ def since_arg(text: str) -> datetime | timedelta:
     if _DURATION.match(text or "") and not re.match(r"^\d{4}", text.strip()):
         return duration(text)
     return instant(text)
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return n
 
 
 def add_parsers(report_subparsers) -> None:
