@@ -44,19 +44,28 @@ class Kind:
 
     def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:
         """Generic diff: create when missing, delete when ``state: absent`` and present,
-        update listing every differing property, noop otherwise."""
-        desired = dict(resource.desired)
-        base = dict(ref=resource.ref, location=resource.location, depends_on=resource.depends_on, site=resource.site)
+        otherwise :meth:`diff_existing` (update listing every differing property, or noop)."""
+        base = change_fields(resource)
         if resource.state == "absent":
             if observed is None:
                 return Change(action=Action.NOOP, **base)
             return Change(action=Action.DELETE, before=observed, **base)
         if observed is None:
+            desired = dict(resource.desired)
             return Change(action=Action.CREATE, after=desired, properties=tuple(sorted(self.compared(desired))), **base)
+        return self.diff_existing(resource, observed)
+
+    def diff_existing(self, resource: Resource, observed: Mapping[str, Any]) -> Change:
+        """A present object that exists: compare property by property."""
+        desired = dict(resource.desired)
         props = diff_properties(self.compared(desired), observed)
-        if not props:
-            return Change(action=Action.NOOP, before=observed, after=desired, **base)
-        return Change(action=Action.UPDATE, before=observed, after=desired, properties=props, **base)
+        return Change(action=Action.UPDATE if props else Action.NOOP, before=observed, after=desired,
+                      properties=props, **change_fields(resource))
+
+
+def change_fields(resource: Resource) -> dict[str, Any]:
+    """The fields every Change of ``resource`` carries."""
+    return dict(ref=resource.ref, location=resource.location, depends_on=resource.depends_on, site=resource.site)
 
 
 def diff_properties(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> tuple[str, ...]:

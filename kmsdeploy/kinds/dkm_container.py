@@ -40,7 +40,7 @@ from ..providers.ldap_acl import (
     rights_to_mask,
 )
 from ..providers.ldap_names import DnError, normalize_dn, parse_principal
-from .base import Kind
+from .base import Kind, change_fields
 
 DEFAULT_INHERITANCE = "this_and_descendants"
 
@@ -149,7 +149,7 @@ class DkmContainer(Kind):
         container without ``recursive: true``, two entries resolving to the same key.
         """
         desired = dict(resource.desired)
-        base = dict(ref=resource.ref, location=resource.location, depends_on=resource.depends_on, site=resource.site)
+        base = change_fields(resource)
         if resource.state == "absent":
             return self._diff_absent(desired, observed, base)
         if observed is None:

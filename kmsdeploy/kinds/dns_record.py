@@ -23,7 +23,7 @@ from typing import Any, Mapping
 
 from ..errors import Diagnostic
 from ..model import Action, Change, Resource
-from .base import Kind, diff_properties
+from .base import Kind, diff_properties, change_fields
 
 TYPES = ("SRV", "A", "AAAA", "CNAME", "TXT")
 #: the value property each type uses
@@ -272,7 +272,7 @@ class DnsRecord(Kind):
     def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:
         """Generic property diff plus the ownership rules (module docstring, docs/dns.md)."""
         desired = dict(resource.desired)
-        base = dict(ref=resource.ref, location=resource.location, depends_on=resource.depends_on, site=resource.site)
+        base = change_fields(resource)
         force = bool(desired.get("force"))
         owned = observed.get("_owned", False) if observed is not None else None
         label = f"{desired.get('name')} {desired.get('type')}"

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 from ..errors import Diagnostic
 from ..model import Action, Change, Resource
-from .base import Kind
+from .base import Kind, change_fields
 
 #: rule names are safe in an nftables comment, a PowerShell string and a file name
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -209,8 +209,7 @@ class FirewallRule(Kind):
 
     def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:
         desired = dict(resource.desired)
-        base = dict(ref=resource.ref, location=resource.location, depends_on=resource.depends_on,
-                    site=resource.site)
+        base = change_fields(resource)
         builtin = bool(desired.get("builtin"))
         owned = observed is None or observed.get("_owned", True)
         if resource.state == "absent":

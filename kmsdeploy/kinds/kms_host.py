@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 from ..errors import Diagnostic
 from ..model import Action, Change, Resource, Secret, SecretRef
-from .base import Kind, diff_properties
+from .base import Kind, diff_properties, change_fields
 
 DEFAULTS: dict[str, Any] = {
     "activate": True,
@@ -140,7 +140,7 @@ class KmsHost(Kind):
     def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:
         """Generic property diff; a KMS host is never deleted (kmsdeploy does not uninstall
         host keys) and is never absent (every Windows Server has a licensing service)."""
-        base = dict(ref=resource.ref, location=resource.location, depends_on=resource.depends_on, site=resource.site)
+        base = change_fields(resource)
         desired = dict(resource.desired)
         if resource.state == "absent":
             return Change(action=Action.DELETE, before=observed, refusal=(

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from ..errors import Diagnostic
 from ..model import Action, Change, Resource
-from .base import Kind
+from .base import Kind, change_fields
 
 DEFAULT_PORT = 5723  # E.1, E.4
 LOCAL_SYSTEM = "LocalSystem"
@@ -94,15 +94,9 @@ class MonitoringAgent(Kind):
                                       f"{primary} cannot also be a failover server (E.3)"))
         return out
 
-    def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:
+    def diff_existing(self, resource: Resource, observed: Mapping[str, Any]) -> Change:
         desired = dict(resource.desired)
-        base = dict(ref=resource.ref, location=resource.location, depends_on=resource.depends_on, site=resource.site)
-        if resource.state == "absent":
-            if observed is None:
-                return Change(action=Action.NOOP, **base)
-            return Change(action=Action.DELETE, before=observed, **base)
-        if observed is None:
-            return Change(action=Action.CREATE, after=desired, properties=tuple(sorted(self.compared(desired))), **base)
+        base = change_fields(resource)
         props, notes = [], []
         if desired["action_account"] != observed.get("action_account"):
             props.append("action_account")
