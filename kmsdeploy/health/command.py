@@ -7,11 +7,8 @@ from each host's ``kmsdeploy_health`` variable (usually a site's group_vars), se
 
 Exit codes follow the monitoring-plugin convention (DESIGN.md): 0 OK (green),
 1 WARNING (yellow), 2 CRITICAL (red), 3 UNKNOWN (a host not reached, or health could
-not be checked at all: bad inventory, unreadable --previous...). The lead wires this
-module into kmsdeploy/cli.py with::
-
-    from .health import command as health_command
-    health_command.add_parser(sub)
+not be checked at all: bad inventory, unreadable --previous...). kmsdeploy/cli.py adds
+the verb with ``health_command.add_parser(sub)``.
 """
 from __future__ import annotations
 
