@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from . import __version__
 from .argtypes import non_negative_int, positive_int
-from .errors import Diagnostic, KmsdeployError, PlanError, SpecError
+from .errors import KmsdeployError, PlanError, SpecError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_BUDGET = 0, 1, 2, 3
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--shard", type=shard_arg, help="K/N: only the sites of shard K of N (deterministic split by site)")
         sp.add_argument("--owner-id", default=os.environ.get("KMSDEPLOY_OWNER_ID", "default"),
                         help="ownership marker value written on created objects (default: $KMSDEPLOY_OWNER_ID or 'default')")
-        sp.add_argument("--retries", type=int, default=2, help="retries on transient transport errors (default 2)")
+        sp.add_argument("--retries", type=non_negative_int, default=2, help="retries on transient transport errors (default 2)")
 
     sp = sub.add_parser("validate", help="check playbooks (and inventory) without connecting anywhere")
     common(sp)
@@ -134,7 +134,7 @@ def run_context(args):
 
     return RunContext(timeouts=Timeouts(), owner_id=getattr(args, "owner_id", "default"),
                       base_dir=os.path.dirname(os.path.abspath(args.inventory)) if getattr(args, "inventory", None) else ".",
-                      retries=max(0, getattr(args, "retries", 2)), backup_dir=getattr(args, "backup_dir", None))
+                      retries=getattr(args, "retries", 2), backup_dir=getattr(args, "backup_dir", None))
 
 
 def load(playbooks: Sequence[str], inventory: str | None, *, resolve_secrets: bool, limit: str | None = None):
@@ -178,7 +178,8 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    from . import planfile, workflow
+    from . import workflow
+    from .documents import write_document
     from .render.document import has_pending, plan_document
 
     specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=args.facts is None, limit=args.limit),
@@ -187,7 +188,7 @@ def cmd_plan(args) -> int:
     doc = plan_document(plan)
     out(renderer(args.format, args.verbose)(doc))
     if args.out:
-        planfile.save(doc, args.out)
+        write_document(doc, args.out)
         err(f"Saved plan to {args.out}. Apply it with: kmsdeploy apply {args.out}")
     if doc["errors"] or doc["summary"]["refused"]:
         return EXIT_ERROR
@@ -258,8 +259,11 @@ def write_reports(args, run_doc: dict) -> None:
     for path, render in ((args.report_json, lambda d: json.dumps(d, indent=2, sort_keys=True) + "\n"),
                          (args.report_junit, report.junit), (args.report_markdown, report.markdown)):
         if path:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(render(run_doc))
+            try:
+                with open(path, "w", encoding="utf-8") as fh:
+                    fh.write(render(run_doc))
+            except OSError as exc:
+                raise PlanError(f"{path}: cannot write report: {exc.strerror}") from None
 
 
 def ask(prompt: str) -> bool:
@@ -271,11 +275,12 @@ def ask_on_tty(prompt: str) -> bool:
 
 
 def cmd_facts_collect(args) -> int:
-    from . import planfile, workflow
+    from . import workflow
+    from .documents import write_document
 
     specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit), args.shard)
     doc = workflow.collect_facts(specs, run_context(args), forks=args.forks)
-    planfile.save(doc, args.out)
+    write_document(doc, args.out)
     bad = [t for t, v in doc["targets"].items() if v["error"]]
     out(f"Collected facts of {len(doc['targets']) - len(bad)} target(s) into {args.out}.\n")
     for t in bad:
@@ -304,18 +309,11 @@ def cmd_lab(args) -> int:
 
 
 def cmd_report_merge(args) -> int:
+    from .documents import read_document
     from .render import report
 
-    docs = []
-    for path in args.reports:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                d = json.load(fh)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise PlanError(f"{path}: cannot read run report: {exc}") from None
-        if not isinstance(d, dict) or d.get("kind") != report.DOCUMENT_KIND:
-            raise PlanError(f"{path}: not a kmsdeploy run report")
-        docs.append(d)
+    docs = [read_document(path, report.DOCUMENT_KIND, "run report", report.FORMAT_VERSION, required=("hosts",),
+                          redo="apply again with this kmsdeploy") for path in args.reports]
     try:
         merged = report.merge_documents(docs)
     except ValueError as exc:
@@ -356,5 +354,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         err(f"internal error: {type(exc).__name__}: {exc} (set KMSDEPLOY_DEBUG=1 for a traceback; please report it)")
         return EXIT_ERROR
 
-
-__all__ = ["main", "Diagnostic"]

@@ -8,21 +8,10 @@ fingerprint differs — the targets changed since the plan was made.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from typing import Any
 
 from .documents import read_document
 from .render.document import DOCUMENT_KIND, FORMAT_VERSION
-
-
-def save(doc: dict[str, Any], path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=directory)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
 
 
 def is_plan_file(path: str) -> bool:

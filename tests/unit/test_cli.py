@@ -132,3 +132,27 @@ def test_secret_never_printed(world, capsys, tmp_path):
         captured = capsys.readouterr()
         assert "hunter2" not in captured.out + captured.err
         assert "hunter2" not in plan.read_text()
+
+
+def test_unwritable_outputs_are_clear_errors(world, tmp_path, capsys):
+    world["set"]("a")
+    missing = tmp_path / "no-such-dir"
+    assert cli.main(["plan", "-i", "inv.yml", "p.yml", "--out", str(missing / "plan.json")]) == 1
+    assert f"{missing / 'plan.json'}: cannot write" in capsys.readouterr().err
+    assert cli.main(["apply", "-i", "inv.yml", "p.yml", "--auto-approve",
+                     "--report-json", str(missing / "r.json")]) == 1
+    assert "cannot write report" in capsys.readouterr().err
+
+
+def test_report_merge_rejects_a_plan_file(world, tmp_path, capsys):
+    world["set"]("a")
+    plan = tmp_path / "plan.json"
+    cli.main(["plan", "-i", "inv.yml", "p.yml", "--out", str(plan)])
+    capsys.readouterr()
+    assert cli.main(["report", "merge", str(plan)]) == 1
+    assert "not a kmsdeploy run report" in capsys.readouterr().err
+
+
+def test_negative_retries_is_a_usage_error(capsys):
+    assert cli.main(["plan", "-i", "inv.yml", "p.yml", "--retries", "-1"]) == 1
+    assert "must be at least 0" in capsys.readouterr().err
