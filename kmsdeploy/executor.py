@@ -82,7 +82,10 @@ def converge_target(host: Host, resources: Sequence[Resource], ctx: RunContext,
             transport = provider.transport(host, ctx)
             with transport:
                 try:
-                    pending = pending_changes(provider, transport, host, resources, ctx, skip)
+                    pending, refused = pending_changes(provider, transport, host, resources, ctx, skip)
+                    # a change that became a refusal since the plan (e.g. the object lost its ownership
+                    # marker) is an error, never a silent skip
+                    outcome.errors.extend(f"{c.ref.address}: refused: {c.refusal}" for c in refused)
                     if pending:
                         by_ref = {r.ref: r for r in resources}
                         results = provider.apply(transport, host, pending, by_ref, ctx)
@@ -91,7 +94,7 @@ def converge_target(host: Host, resources: Sequence[Resource], ctx: RunContext,
                                 outcome.applied.append(res.ref.address)
                             else:
                                 outcome.errors.append(f"{res.ref.address}: {res.message}")
-                    left = pending_changes(provider, transport, host, resources, ctx, skip)
+                    left, _ = pending_changes(provider, transport, host, resources, ctx, skip)
                 finally:
                     outcome.requests += transport.requests
             if outcome.errors:
@@ -121,10 +124,12 @@ def converge_target(host: Host, resources: Sequence[Resource], ctx: RunContext,
             return
 
 
-def pending_changes(provider, transport, host, resources, ctx, skip) -> list[Change]:
+def pending_changes(provider, transport, host, resources, ctx, skip) -> tuple[list[Change], list[Change]]:
+    """Read the target once and diff: (pending changes in apply order, refusals)."""
     observed = provider.read(transport, host, resources, ctx)
     changes = [kinds.get(r.ref.kind).diff(r, observed.get(r.ref)) for r in resources if r.ref not in skip]
-    return order_changes([c for c in changes if c.pending])
+    refused = [c for c in changes if c.refusal is not None]
+    return order_changes([c for c in changes if c.pending]), refused
 
 
 class Progress:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 
@@ -112,24 +112,20 @@ def in_shard(target: str, site: str | None, shard: tuple[int, int]) -> bool:
     return shard_of(unit_of(target, site, True), n) == k
 
 
-def schedule_for(specs, plan, *, converged: set[str] = frozenset(), canary_passed: bool = False,
+def schedule_for(specs, plan, *, canary_passed: bool = False,
                  forks: int | None = None) -> list[tuple[Wave, RolloutSettings]]:
     """Waves for the targets that have work (pending changes, refusals or read errors).
 
     Each target follows the rollout settings of the first play that targets it; plays
-    are rolled out in playbook order. Targets a resumed journal marks converged are
+    are rolled out in playbook order. On resume, targets a journal marks converged are
     left out by the plan itself (its read found nothing to do); one that drifted since is
-    scheduled again (``converged`` is accepted for callers but no longer subtracts). A
-    passed canary is not repeated.
+    scheduled again, never skipped as "done". A passed canary is not repeated.
     ``forks`` (the CLI's --forks) overrides the plays' value when given.
     """
     play_of: dict[str, str] = {}
     for r in specs.resources:
         play_of.setdefault(r.ref.target, r.play)
-    work = [c.ref.target for c in plan.changes if c.pending or c.refusal] + [e.target for e in plan.errors]
-    # A target the journal marks converged has work only if it drifted since (the plan's read
-    # re-verified it): it is then applied like any other target, never skipped as "done".
-    work_set = set(work)
+    work_set = {c.ref.target for c in plan.changes if c.pending or c.refusal} | {e.target for e in plan.errors}
     settings_of = {p.name: RolloutSettings.from_spec(p.rollout) for p in specs.plays}
     schedule: list[tuple[Wave, RolloutSettings]] = []
     play_order = [p.name for p in specs.plays] or [""]
@@ -139,11 +135,9 @@ def schedule_for(specs, plan, *, converged: set[str] = frozenset(), canary_passe
             continue
         settings = settings_of.get(play, RolloutSettings())
         if canary_passed:
-            settings = RolloutSettings(0, settings.waves, settings.by_site, settings.max_fail_percentage,
-                                       settings.pause, settings.forks)
+            settings = replace(settings, canary=0)
         if forks is not None:
-            settings = RolloutSettings(settings.canary, settings.waves, settings.by_site,
-                                       settings.max_fail_percentage, settings.pause, forks)
+            settings = replace(settings, forks=forks)
         sites = {t: specs.hosts[t].site for t in targets}
         for wave in plan_waves(targets, sites, settings):
             schedule.append((Wave(len(schedule), wave.targets, wave.canary, wave.units), settings))
@@ -152,8 +146,6 @@ def schedule_for(specs, plan, *, converged: set[str] = frozenset(), canary_passe
 
 def restrict_to_shard(specs, shard: tuple[int, int]):
     """Specs limited to the targets of shard K/N (whole sites per shard)."""
-    from dataclasses import replace
-
     keep = {name for name, h in specs.hosts.items() if in_shard(name, h.site, shard)}
     return replace(specs, resources=tuple(r for r in specs.resources if r.ref.target in keep),
                    hosts={n: h for n, h in specs.hosts.items() if n in keep})

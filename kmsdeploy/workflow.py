@@ -66,17 +66,14 @@ def rollout(specs: Specs, plan_: Plan, ctx: RunContext, *, forks: int | None = N
             confirm: Callable[[str], bool] | None = None) -> RunResult:
     """Apply a fresh plan wave by wave, journaling each target's outcome."""
     state = read_journal(journal_path) if (resume and journal_path) else None
-    schedule = schedule_for(specs, plan_, converged=state.converged if state else set(),
-                            canary_passed=state.canary_passed if state else False, forks=forks)
+    schedule = schedule_for(specs, plan_, canary_passed=state.canary_passed if state else False, forks=forks)
     journal = Journal(journal_path) if journal_path else None
     result = execute(specs, plan_, ctx, schedule=schedule, progress=progress, journal=journal, confirm=confirm)
     if state:
         for t in state.converged:
             if t not in result.outcomes and t in specs.hosts:
-                o = result.outcome(t, specs.hosts[t].site)
-                o.status = "converged"
-                o.errors.append("resumed: converged in an earlier run, re-verified by this run's read")
-                o.errors.clear()
+                # converged in an earlier run, and this run's plan read found nothing to do
+                result.outcome(t, specs.hosts[t].site).status = "converged"
     return result
 
 

@@ -122,3 +122,19 @@ def test_a_provider_bug_on_one_target_does_not_sink_the_others(memory, monkeypat
     assert [e.target for e in plan.errors] == ["h2"] and "internal error: RuntimeError" in plan.errors[0].message
     result = executor.execute(specs, plan, RunContext())
     assert result.outcomes["h1"].status == "converged" and result.outcomes["h2"].status == "failed"
+
+
+def test_a_change_refused_at_apply_time_is_an_error_not_a_silent_skip(memory, monkeypatch):
+    from dataclasses import replace as dc_replace
+
+    kind = NoteKind()
+    monkeypatch.setattr("kmsdeploy.kinds.get", lambda name: kind)
+    specs = specs_for(note("h1", "a"))
+    plan, _ = planner.make_plan(specs, RunContext())
+    assert plan.pending  # planned as a create
+    real_diff = kind.diff
+    monkeypatch.setattr(kind, "diff", lambda r, o: dc_replace(real_diff(r, o), refusal="not owned any more"))
+    result = executor.execute(specs, plan, RunContext())
+    assert result.outcomes["h1"].status == "failed"
+    assert "refused: not owned any more" in result.outcomes["h1"].errors[0]
+    assert "a" not in memory.stores.get("h1", {})
