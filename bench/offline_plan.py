@@ -58,7 +58,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--hosts", type=int, default=10_000)
     args = ap.parse_args()
-    from kmsdeploy import kinds
     from kmsdeploy.planner.gather import Observations
     from kmsdeploy.facts import facts_document
     from kmsdeploy.spec.load import load_specs

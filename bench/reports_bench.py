@@ -41,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from measure import run_cli  # noqa: E402 - bench/ is the script's directory
+
 END = datetime(2025, 3, 1, tzinfo=UTC)
 NOW = END.isoformat().replace("+00:00", "Z")
 FORMATS = ("text", "json", "csv", "html")
@@ -147,18 +149,6 @@ def own_rss_mb() -> float:
     import resource
 
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def run_cli(args: list[str], env: dict, log: Path) -> dict:
-    """Run kmsdeploy in a child process; wall time, CPU and peak RSS of that child alone."""
-    start = time.monotonic()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "kmsdeploy", *args], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=str(ROOT))
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - start
-    return {"rc": os.waitstatus_to_exitcode(status), "wall_s": round(wall, 2),
-            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def collect_step(label: str, argv: list[str], env: dict, root: Path, state: Path, lab: dict, hosts: list[str]) -> dict:

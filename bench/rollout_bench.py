@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from measure import run_cli  # noqa: E402 - bench/ is the script's directory
 
 KEY = "BCDFG-HJKMP-QRTVW-XY234-WX4NM"
 MSI = "C:\\Install\\SCOM\\MOMAgent.msi"
@@ -85,19 +86,6 @@ def counters(state: Path) -> dict[str, int]:
     time.sleep(1.2)
     data = json.loads((state / "counters.json").read_text())
     return {h: sum(c.values()) for h, c in data.items()}
-
-
-def run_cli(args: list[str], env: dict, log: Path) -> dict:
-    """Run kmsdeploy in a child process; wall time, CPU and peak RSS of that child alone."""
-    start = time.monotonic()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "kmsdeploy", *args], stdout=out, stderr=subprocess.STDOUT,
-                                env=env, cwd=str(ROOT))
-        _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"rc": proc.returncode, "wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
 def main(argv=None) -> int:
