@@ -276,10 +276,20 @@ class LdapProvider(Provider):
                 raise ProviderError(f"not deleting {dn}: it has child objects and recursive is false", target=r.ref.target)
             write_backup(ctx, dn, current["_sddl"], "delete")
             raw = self._raw_sd(t, dn)
-            if current["protect_from_deletion"]:
+            unprotected = bool(current["protect_from_deletion"])
+            if unprotected:
                 t.modify(dn, {"nTSecurityDescriptor": [("MODIFY_REPLACE", [without_protection(raw)])]},
                          sd_flags=SD_FLAGS_DACL)
-            t.delete(dn, tree=bool(current.get("_children")))
+            try:
+                t.delete(dn, tree=bool(current.get("_children")))
+            except KmsdeployError:
+                if unprotected:
+                    # never leave a still-present container unprotected: put the DACL back
+                    try:
+                        t.modify(dn, {"nTSecurityDescriptor": [("MODIFY_REPLACE", [raw])]}, sd_flags=SD_FLAGS_DACL)
+                    except KmsdeployError:
+                        pass
+                raise
             return "deleted"
         aces = [dict(a, sid=names[a["principal"]]) for a in d.get("aces") or []]
         created = False

@@ -77,13 +77,9 @@ def tsig_from_vars(value: Any, base_dir: str, host: str) -> TsigKey | None:
         raise ProviderError(f"host {host!r}: kmsdeploy_tsig must be a mapping or 'none'", target=host)
     if set(value) == {"file"}:
         path = _resolve_path(value["file"], base_dir)
+        text = _resolve_ref(SecretRef("file", path), f"host {host!r}: TSIG key file")
         try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise SecretError(f"host {host!r}: cannot read TSIG key file {path}: {exc.strerror}") from None
-        try:
-            return parse_key_file(text, f"host {host!r}: TSIG key file {path}")
+            return parse_key_file(text.reveal(), f"host {host!r}: TSIG key file {path}")
         except ValueError as exc:
             raise ProviderError(str(exc), target=host) from None
     unknown = set(value) - {"name", "algorithm", "secret"}
@@ -105,10 +101,16 @@ def _resolve_path(path: Any, base_dir: str) -> str:
     return path if os.path.isabs(path) else os.path.join(base_dir, path)
 
 
-def _resolve_ref(ref: SecretRef) -> Secret:
-    from ..spec.secrets import resolve  # the loader's resolver: same rules and messages
+def _resolve_ref(ref: SecretRef, what: str | None = None) -> Secret:
+    """The loader's resolver (same rules and messages), with ``what`` prefixed to errors."""
+    from ..spec.secrets import resolve
 
-    return resolve(ref)
+    try:
+        return resolve(ref)
+    except SecretError as exc:
+        if what is None:
+            raise
+        raise SecretError(f"{what}: {exc}") from None
 
 
 def _secret(value: Any, base_dir: str, host: str) -> Secret:
@@ -117,18 +119,12 @@ def _secret(value: Any, base_dir: str, host: str) -> Secret:
         return _resolve_ref(value)
     if isinstance(value, Secret):
         return value
+    # an unresolved {env:}/{file:} mapping (Host built without the loader): the loader's rules
     if isinstance(value, Mapping) and set(value) == {"env"}:
-        name = str(value["env"])
-        if name not in os.environ:
-            raise SecretError(f"host {host!r}: TSIG secret: environment variable {name} is not set")
-        return Secret(os.environ[name].strip(), f"env:{name}")
+        return _resolve_ref(SecretRef("env", str(value["env"])), f"host {host!r}: TSIG secret")
     if isinstance(value, Mapping) and set(value) == {"file"}:
         path = _resolve_path(value["file"], base_dir)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                return Secret(fh.read().strip(), f"file:{path}")
-        except OSError as exc:
-            raise SecretError(f"host {host!r}: cannot read TSIG secret file {path}: {exc.strerror}") from None
+        return _resolve_ref(SecretRef("file", path), f"host {host!r}: TSIG secret")
     raise ProviderError(f"host {host!r}: kmsdeploy_tsig.secret must be a secret reference "
                         f"({{env: VAR}} or {{file: PATH}}), never an inline value", target=host)
 

@@ -79,3 +79,35 @@ def test_marker():
     assert marker_owner(marker_value("team-a")) == "team-a"
     assert marker_owner(["managed-by=kmsdeploy;owner=x"]) == "x"
     assert marker_owner("hand made") is None and marker_owner(None) is None
+
+
+def test_failed_delete_puts_the_protection_back(mocker):
+    """A refused delete must not leave the container unprotected (no half-applied state)."""
+    import base64
+    import json
+    import pathlib
+
+    from kmsdeploy.model import Action, Change, Ref, Resource
+    from kmsdeploy.providers.base import RunContext
+    from kmsdeploy.providers.ldap import LdapProvider
+    from kmsdeploy.providers.ldap_acl import explicit_aces, is_protected_from_deletion, parse_sd, rebuild_dacl
+
+    data = json.loads((pathlib.Path(__file__).parent.parent / "data" / "dkm" / "samba_sd_samples.json").read_text())
+    protected, _ = rebuild_dacl(base64.b64decode(data["container_default"]), [], exact=False,
+                                remove_authenticated_users=False, protect=True)
+    dn = "CN=VMMDKM,CN=System,DC=corp,DC=example"
+    provider = LdapProvider()
+    mocker.patch.object(provider, "read_container", return_value={
+        "_owned": True, "_children": 0, "_sddl": "D:", "protect_from_deletion": True})
+    mocker.patch.object(provider, "_raw_sd", return_value=protected)
+    t = mocker.MagicMock()
+    t.delete.side_effect = ProviderError("LDAP delete failed: insufficientAccessRights", target="dc1")
+    ref = Ref("dkm_container", "dc1", dn)
+    r = Resource(ref, {"dn": dn, "recursive": False}, state="absent")
+    [res] = provider.apply(t, Host("dc1", {}), [Change(ref=ref, action=Action.DELETE)], {ref: r},
+                           RunContext(owner_id="o"))
+    assert not res.ok and "insufficientAccessRights" in res.message
+    written = [call.args[1]["nTSecurityDescriptor"][0][1][0] for call in t.modify.call_args_list]
+    assert len(written) == 2
+    assert not is_protected_from_deletion(explicit_aces(parse_sd(written[0])))  # unprotected to delete
+    assert written[1] == protected  # and protected again after the delete failed

@@ -179,3 +179,18 @@ def test_tsig_from_vars(tmp_path, monkeypatch):
         p.tsig_from_vars({"name": "k", "secret": {"env": "NOPE_UNSET"}}, ".", "dns1")
     with pytest.raises(ProviderError, match="not supported"):
         p.tsig_from_vars({"name": "k", "algorithm": "hmac-md5", "secret": Secret("x")}, ".", "dns1")
+
+
+def test_tsig_unresolved_refs_follow_the_loaders_rules(tmp_path, monkeypatch):
+    """Raw {env:}/{file:} mappings go through kmsdeploy.spec.secrets.resolve (one set of rules):
+    an empty variable or file is an error naming the host, never an empty TSIG secret."""
+    monkeypatch.setenv("TSIG_EMPTY", "")
+    with pytest.raises(SecretError, match=r"host 'dns1': TSIG secret: .*TSIG_EMPTY is empty"):
+        p.tsig_from_vars({"name": "k", "secret": {"env": "TSIG_EMPTY"}}, ".", "dns1")
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SecretError, match=r"host 'dns1': TSIG secret: .*file is empty"):
+        p.tsig_from_vars({"name": "k", "secret": {"file": "empty"}}, str(tmp_path), "dns1")
+    (tmp_path / "s").write_text("c2VjcmV0\n")
+    assert p.tsig_from_vars({"name": "k", "secret": {"file": "s"}}, str(tmp_path), "dns1").secret.reveal() == "c2VjcmV0"
+    with pytest.raises(SecretError, match=r"host 'dns1': TSIG key file: .*cannot read"):
+        p.tsig_from_vars({"file": "missing.key"}, str(tmp_path), "dns1")
