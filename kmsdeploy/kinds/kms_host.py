@@ -133,8 +133,6 @@ class KmsHost(Kind):
         if spec.get("dns_publishing") is False and domains:
             out.append(Diagnostic("kms_host publish_domains has no effect while dns_publishing is false",
                                   severity="warning"))
-        if spec.get("activate") is False and spec.get("product_key") is None:
-            pass  # reading/adjusting settings of an already keyed host is fine
         return out
 
     def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:

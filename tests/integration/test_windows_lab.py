@@ -10,22 +10,19 @@ stands in for it; see docs/windows.md.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from kmsdeploy.kinds import get
-from kmsdeploy.lab.model import DEFAULT_MSI_PATH, LabModel
+from kmsdeploy.lab.model import DEFAULT_MSI_PATH
 from kmsdeploy.lab.model.state import host_file
-from kmsdeploy.lab.winrm_server import LabHostConfig, WinrmLabServer
 from kmsdeploy.model import Action, Host, Ref, Resource, Secret
 from kmsdeploy.providers.base import RunContext
 from kmsdeploy.providers.windows import WindowsProvider
+from tests.services.winlab import start_winlab
 
 pytestmark = pytest.mark.integration
 
-USER, PASSWORD = "Administrator", "Lab-Passw0rd!"
-WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0)
 KEY = "BCDFG-HJKMP-QRTVW-XY234-WX4NM"
 HOSTILE = "x'; Remove-Item C:\\ -Recurse; '$(Stop-Computer) `\"\u2018q\u2019\u201cq\u201d"
 CTX = RunContext(owner_id="lab")
@@ -33,22 +30,19 @@ CTX = RunContext(owner_id="lab")
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    state = tmp_path_factory.mktemp("winlab")
-    model = LabModel(state)
     names = [f"kms{i:02d}.lab.example" for i in range(1, 4)]
-    model.seed(names, domain="lab.example", dns_server=[names[0]])
-    hosts = [LabHostConfig(n, f"127.{180 + WORKER % 70}.41.{i}") for i, n in enumerate(names, 1)]
-    server = WinrmLabServer(hosts, handler=model.handle, users={USER: PASSWORD}, scheme="http", auth="ntlm").start()
+    winlab = start_winlab(tmp_path_factory.mktemp("winlab"), names, block=41, dns_servers=[names[0]])
     try:
-        yield server, model
+        yield winlab.server, winlab.model
     finally:
-        server.stop()
+        winlab.stop()
 
 
 def target(server, index):
     h = server.hosts[index]
+    [(user, password)] = server.users.items()
     return Host(h.name, {"ansible_connection": "winrm", "ansible_host": h.address, "ansible_port": server.port,
-                         "ansible_user": USER, "ansible_password": Secret(PASSWORD, "env:LAB_PW"),
+                         "ansible_user": user, "ansible_password": Secret(password, "env:LAB_PW"),
                          "ansible_winrm_scheme": "http", "kmsdeploy_winrm_allow_http": True,
                          "fqdn": h.name})
 

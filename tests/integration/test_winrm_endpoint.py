@@ -5,9 +5,6 @@ Request counts per pywinrm call are printed (run with -s) and quoted in docs/lab
 """
 from __future__ import annotations
 
-import base64
-import contextlib
-import os
 import time
 
 import pytest
@@ -17,26 +14,13 @@ from winrm.exceptions import InvalidCredentialsError, WinRMOperationTimeoutError
 from winrm.protocol import Protocol
 
 from kmsdeploy.lab.tls import LabCA
-from kmsdeploy.lab.winrm_server import CMD_LINE_LIMIT, LabHostConfig, WinrmLabServer
+from kmsdeploy.lab.winrm_server import CMD_LINE_LIMIT
+from tests.services.winlab import ECHO_PASSWORD as PASSWORD
+from tests.services.winlab import ECHO_USER as USER
+from tests.services.winlab import echo_lab as lab  # per-worker addresses 127.<180+worker>.<block>.<i>
+from tests.services.winlab import lab_address
 
 pytestmark = pytest.mark.integration
-
-USER, PASSWORD = "Administrator", "Lab-Passw0rd!"
-WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0)
-
-
-def hosts(block: int, n: int = 1) -> list[LabHostConfig]:
-    """Per-worker loopback addresses 127.<180+worker>.<block>.<i> (no other suite uses them)."""
-    return [LabHostConfig(f"win{block:02d}{i:03d}", f"127.{180 + WORKER % 70}.{block}.{i}") for i in range(1, n + 1)]
-
-
-@contextlib.contextmanager
-def lab(block: int, n: int = 1, **kw):
-    server = WinrmLabServer(hosts(block, n), users={USER: PASSWORD}, **kw).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def session(server, auth, **kw):
@@ -136,7 +120,7 @@ def test_unknown_action_and_garbage_are_refused():
         r = requests.post(url.replace("/wsman", "/other"), data=b"x", auth=auth, verify=server.ca.ca_path)
         assert r.status_code == 404
         r = requests.post(url, data=b"x", auth=(USER, "bad"), verify=server.ca.ca_path)
-        assert r.status_code == 401 and base64  # Basic refused
+        assert r.status_code == 401  # Basic refused
 
 
 def test_lab_daemon_up_status_faults_down(tmp_path):
@@ -146,7 +130,7 @@ def test_lab_daemon_up_status_faults_down(tmp_path):
     from kmsdeploy.transports.winrm import WinrmTransport
 
     state = tmp_path / "lab"
-    up = lab_up(state, [{"name": f"br{i}", "address": f"127.{180 + WORKER % 70}.30.{i}"} for i in (1, 2)],
+    up = lab_up(state, [{"name": f"br{i}", "address": lab_address(30, i)} for i in (1, 2)],
                 scheme="https")
     try:
         password = (state / "password").read_text().strip()

@@ -7,7 +7,7 @@ exercised here. Run with -s to see the request counts quoted in docs/lab-winrm.m
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
+import functools
 import os
 import time
 
@@ -16,28 +16,17 @@ import pytest
 from kmsdeploy.errors import AuthenticationError, TimeoutError_, TransportError, UnreachableError
 from kmsdeploy.lab.faults import DROP_AFTER, FaultConfig
 from kmsdeploy.lab.tls import LabCA
-from kmsdeploy.lab.winrm_server import LabHostConfig, WinrmLabServer
+from kmsdeploy.lab.winrm_server import WinrmLabServer
 from kmsdeploy.model import Host, Secret
 from kmsdeploy.transports.base import Timeouts
 from kmsdeploy.transports.winrm import STDIN_CHUNK, WinrmTransport
+from tests.services.winlab import ECHO_PASSWORD as PASSWORD
+from tests.services.winlab import ECHO_USER as USER
+from tests.services.winlab import echo_lab, lab_address
 
 pytestmark = pytest.mark.integration
 
-USER, PASSWORD = "Administrator", "Lab-Passw0rd!"
-WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").lstrip("gw") or 0)
-
-
-def hosts(block: int, n: int = 1) -> list[LabHostConfig]:
-    return [LabHostConfig(f"kms{block:02d}{i:03d}", f"127.{180 + WORKER % 70}.{block}.{i}") for i in range(1, n + 1)]
-
-
-@contextlib.contextmanager
-def lab(block: int, n: int = 1, **kw):
-    server = WinrmLabServer(hosts(block, n), users={USER: PASSWORD}, **kw).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+lab = functools.partial(echo_lab, prefix="kms")
 
 
 def target(server: WinrmLabServer, index: int = 0, **extra) -> Host:
@@ -220,7 +209,7 @@ def test_lost_shell_is_reopened(ntlm_http):
 
 def test_unreachable_host():
     # an address of this worker's range with nothing listening
-    host = Host("ghost", {"ansible_host": f"127.{180 + WORKER % 70}.99.1", "ansible_port": 9,
+    host = Host("ghost", {"ansible_host": lab_address(99, 1), "ansible_port": 9,
                           "ansible_winrm_scheme": "http", "kmsdeploy_winrm_allow_http": True,
                           "ansible_user": USER, "ansible_password": Secret(PASSWORD)})
     t = transport(host, retries=1, timeouts=Timeouts(connect=2))

@@ -21,6 +21,7 @@ Never skips: a lab that cannot start fails the test with the reason.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -47,6 +48,22 @@ MODE = "NTLM with message encryption (MS-WSMV) over HTTP"
 def lab_address(block: int, n: int) -> str:
     """This worker's loopback address ``n`` of ``block``."""
     return f"127.{180 + WORKER % 70}.{block}.{n}"
+
+
+#: the account of the protocol-level labs (:func:`echo_lab`)
+ECHO_USER, ECHO_PASSWORD = "Administrator", "Lab-Passw0rd!"
+
+
+@contextlib.contextmanager
+def echo_lab(block: int, n: int = 1, *, prefix: str = "win", **kw):
+    """A bare endpoint (EchoHandler unless ``handler=`` is given) for ``n`` hosts
+    ``<prefix><block><i>`` on this worker's ``block``; ``kw`` goes to WinrmLabServer."""
+    hosts = [LabHostConfig(f"{prefix}{block:02d}{i:03d}", lab_address(block, i)) for i in range(1, n + 1)]
+    server = WinrmLabServer(hosts, users={ECHO_USER: ECHO_PASSWORD}, **kw).start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclass
@@ -168,4 +185,4 @@ def start_winlab(root: Path, names: list[str], *, block: int, dns_servers: Itera
     return lab
 
 
-__all__ = ["WinLab", "start_winlab", "lab_address", "MODE", "USER"]
+__all__ = ["WinLab", "start_winlab", "lab_address", "echo_lab", "ECHO_USER", "ECHO_PASSWORD", "MODE", "USER"]

@@ -213,3 +213,23 @@ def test_bootstrap_parses(tree):
     script = bootstrap.bootstrap_script(bootstrap.runner_sha256()).encode()
     t = parser.parse(script)
     assert not t.root_node.has_error
+
+
+def function_text(src: bytes, root, name: str) -> str:
+    for n in walk(root):
+        if n.type == "function_statement" and any(
+                c.type == "function_name" and text(src, c) == name for c in n.children):
+            return text(src, n)
+    raise AssertionError(f"no function {name} in runner.ps1")
+
+
+def test_msi_path_is_quoted_only_by_the_checked_helper(tree):
+    """msiexec gets ONE command line (Start-Process -ArgumentList): a path with a double quote
+    would end the quoting and add arguments, so every quoted path goes through the helper."""
+    src, t = tree
+    helper = function_text(src, t.root_node, "Get-QuotedMsiPath")
+    assert "Contains('\"')" in helper and "Stop-Op" in helper
+    body = src.decode("utf-8").replace(helper, "")
+    assert "('\"' +" not in body  # no other place builds a quoted value by concatenation
+    for fn in ("Install-ScomAgent", "Uninstall-ScomAgent"):
+        assert "Get-QuotedMsiPath" in function_text(src, t.root_node, fn), fn

@@ -133,8 +133,9 @@ def test_dns_srv_create_update_delete():
         {"target": "old.lab.example.", "port": 1688, "priority": 0, "weight": 0}]
     change = k.diff(r, observed)
     ops, _ = payload.apply_ops([change], {r.ref: r}, owner_id="o", host_name="h")
-    assert ops[0]["op"] == "dns.remove" and sorted(o["op"] for o in ops[1:]) == ["dns.add", "dns.set"]
-    assert ops[0]["args"]["record"]["data"]["target"] == "old.lab.example."
+    # add before remove: if the add fails, the batch stops with the old record still serving
+    assert ops[-1]["op"] == "dns.remove" and sorted(o["op"] for o in ops[:-1]) == ["dns.add", "dns.set"]
+    assert ops[-1]["args"]["record"]["data"]["target"] == "old.lab.example."
     upd = next(o for o in ops if o["op"] == "dns.set")
     assert upd["args"]["new"]["ttl"] == 600 and upd["args"]["old"]["ttl"] == 3600
     absent = Resource(r.ref, r.desired, state="absent")
@@ -203,3 +204,13 @@ def test_relative_names():
     assert payload.relative_name("_vlmcs._tcp.lab.example.", "lab.example.") == "_vlmcs._tcp"
     with pytest.raises(payload.PayloadError):
         payload.relative_name("x.other.", "lab.example.")
+
+
+def test_dns_cname_change_removes_before_adding():
+    k = get("dns_record")
+    r = resource("dns_record", {"zone": "lab.example", "name": "kms", "type": "CNAME", "target": "new.lab.example."})
+    observed = dict(r.desired, target="old.lab.example.", ttl=3600, _owned=True,
+                    _marker=["heritage=kmsdeploy,owner=o,type=CNAME"])
+    ops, _ = payload.apply_ops([k.diff(r, observed)], {r.ref: r}, owner_id="o", host_name="h")
+    assert [(o["op"], o["args"]["record"]["data"]["target"]) for o in ops] == [
+        ("dns.remove", "old.lab.example."), ("dns.add", "new.lab.example.")]  # one CNAME per name

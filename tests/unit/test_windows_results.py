@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from kmsdeploy.providers.windows import errors, results
+from kmsdeploy.transports.winrm import CommandResult
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "windows"
@@ -135,3 +136,50 @@ def test_error_code_normalisation():
     assert errors.describe("0xC004C008").endswith("exceeded its activation limit")
     assert errors.describe("KMSDEPLOY_NOT_KMS_HOST").startswith("KMSDEPLOY_NOT_KMS_HOST: Host settings")
     assert errors.describe("0x12345678") == "0x12345678"
+
+
+class EchoingTransport:
+    """A target that echoes every secret of the payload in its error message, written the
+    way Windows PowerShell 5.1's ConvertTo-Json escapes it (``\\"``, ``\\u0027``)."""
+
+    requests = 0
+
+    def __init__(self):
+        self.sent = []
+
+    def run(self, command_line, stdin=b"", *, idempotent=False, timeout=None):
+        from kmsdeploy.providers.windows import bootstrap
+
+        doc = json.loads(bootstrap.split_stdin(stdin)[1])
+        self.sent.append(doc)
+        echoed = " / ".join(str(v) for o in doc["ops"] for k, v in (o.get("args") or {}).items()
+                            if k in ("key", "action_password"))
+        out = [{"id": o["id"], "op": o["op"], "status": "failed",
+                "error": {"code": "KMSDEPLOY_ERROR", "message": f"refused {echoed} (as typed)"}} for o in doc["ops"]]
+        text = json.dumps({"version": 1, "ok": False, "results": out}).replace("'", "\\u0027")
+        return CommandResult(text.encode(), b"", 0)
+
+
+def test_provider_hides_secrets_the_target_echoes_escaped_or_trimmed():
+    from kmsdeploy.kinds import get
+    from kmsdeploy.model import Action, Change, Host, Ref, Resource, Secret
+    from kmsdeploy.providers.base import RunContext
+    from kmsdeploy.providers.windows import WindowsProvider
+
+    host = Host("kms01", {"ansible_connection": "winrm"})
+    pw = Secret("p\"a'ss;$(x)", "env:PW")
+    key = Secret("  BCDFG-HJKMP-QRTVW-XY234-6789B\t", "env:KEY")  # stray whitespace around the key
+    agent = get("monitoring_agent")
+    spec = {"msi_path": "C:\\m.msi", "management_groups": [{"name": "MG1", "primary_server": "ms1"}],
+            "action_account": {"user": "svc", "domain": "CORP", "password": pw}}
+    ra = Resource(Ref("monitoring_agent", "kms01", "scom"), agent.normalize(spec))
+    rk = Resource(Ref("kms_host", "kms01", "kms"), get("kms_host").normalize({"product_key": key, "activate": False}))
+    changes = [agent.diff(ra, None),
+               Change(rk.ref, Action.UPDATE, before={}, after=dict(rk.desired), properties=("partial_key",))]
+    t = EchoingTransport()
+    got = WindowsProvider().apply(t, host, changes, {ra.ref: ra, rk.ref: rk}, RunContext(owner_id="o"))
+    assert [o["args"]["key"] for p in t.sent for o in p["ops"] if o["op"] == "licensing.install_key"] == [
+        key.reveal().strip()]  # sent trimmed, as the kind validated it
+    text = " ".join(r.message for r in got)
+    assert "(sensitive)" in text
+    assert pw.reveal() not in text and "BCDFG-HJKMP" not in text, text

@@ -196,7 +196,8 @@ def _kms_ops(prefix: str, change: Change, resource: Resource) -> list[dict[str, 
         secret = resource.desired.get("product_key")
         if not isinstance(secret, Secret):
             raise PayloadError("kms_host product_key is not resolved (plan/apply resolve secrets first)")
-        nxt("licensing.install_key", {"key": secret})
+        # the kind validates and compares the key stripped (KEY_RE, partial_key): send it so
+        nxt("licensing.install_key", {"key": Secret(secret.reveal().strip(), secret.origin)})
     if want.get("activated") and ("activated" in props or key_changed):
         args = {"partial_key": want["partial_key"]} if want.get("partial_key") else {}
         nxt("licensing.activate", args)
@@ -300,14 +301,19 @@ def _dns_ops(prefix: str, change: Change, owner_id: str) -> list[dict[str, Any]]
     after = dict(change.after or {})
     want = {_dkey(r): r for r in _dns_records(after)}
     have = {_dkey(r): r for r in (_dns_records(before) if change.action is Action.UPDATE else [])}
-    for k, rec in have.items():
-        if k not in want:
-            nxt("dns.remove", {"record": rec})
+    stale = [rec for k, rec in have.items() if k not in want]
+    # Add before remove: the batch stops at the first failure, so a failed add leaves the
+    # old records serving (no half-replaced SRV set). A name holds one CNAME: remove it first.
+    removes_first = after.get("type") == "CNAME"
+    for rec in stale if removes_first else []:
+        nxt("dns.remove", {"record": rec})
     for k, rec in want.items():
         if k not in have:
             nxt("dns.add", {"record": rec})
         elif "ttl" in change.properties:
             nxt("dns.set", {"old": have[k], "new": rec})  # records are matched by data (B.3)
+    for rec in [] if removes_first else stale:
+        nxt("dns.remove", {"record": rec})
     if before.get("_owned") is not True:
         marker = _marker_record(after, owner_id)
         if not any(t == marker["data"]["text"][0] for t in before.get("_marker") or []):

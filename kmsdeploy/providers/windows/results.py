@@ -26,11 +26,24 @@ class RunnerOutputError(ValueError):
 
 
 def scrub(text: str, secrets: list[str]) -> str:
-    """Replace every secret value in ``text`` by ``(sensitive)``."""
-    for s in secrets:
+    """Replace every secret value in ``text`` by ``(sensitive)`` (longest first)."""
+    for s in sorted(secrets, key=len, reverse=True):
         if s:
             text = text.replace(s, "(sensitive)")
     return text
+
+
+def _scrub_values(value: Any, secrets: list[str]) -> Any:
+    """``value`` with :func:`scrub` applied to every string inside it. The raw text may hold a
+    secret JSON-escaped (``\\"``, ``\\u0027`` as ConvertTo-Json writes them), which a text
+    replace misses; the decoded strings hold it verbatim."""
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, list):
+        return [_scrub_values(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: _scrub_values(v, secrets) for k, v in value.items()}
+    return value
 
 
 def parse_document(stdout: bytes, stderr: bytes, exit_code: int, secrets: list[str] | None = None) -> dict[str, Any]:
@@ -48,7 +61,7 @@ def parse_document(stdout: bytes, stderr: bytes, exit_code: int, secrets: list[s
         raise RunnerOutputError(f"the runner's output is not JSON (exit code {exit_code}): {out[:200]!r}") from None
     if not isinstance(doc, dict) or doc.get("version") != RESULT_VERSION or not isinstance(doc.get("results"), list):
         raise RunnerOutputError("the runner's output is not a version-1 result document")
-    return doc
+    return _scrub_values(doc, secrets) if secrets else doc
 
 
 def document_error(doc: Mapping[str, Any]) -> str | None:

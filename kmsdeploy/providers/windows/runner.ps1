@@ -538,12 +538,20 @@ function Invoke-Msiexec {
     if ($p.ExitCode -ne 0 -and $p.ExitCode -ne 3010) { Stop-Op 'KMSDEPLOY_MSI' ('msiexec exited with ' + $p.ExitCode) }
 }
 
+function Get-QuotedMsiPath {
+    param([string]$Path)
+    # msiexec's package argument in double quotes. A Windows path cannot hold a double quote;
+    # refusing one keeps this quoting sound (no second argument smuggled into msiexec).
+    if ($Path.Contains('"')) { Stop-Op 'KMSDEPLOY_MSI' 'msi_path must not contain a double quote' }
+    return ('"' + $Path + '"')
+}
+
 function Install-ScomAgent {
     param($A)
-    # A Windows path cannot hold a double quote; refusing one keeps the quoting below sound.
-    if (([string]$A.msi_path).Contains('"') -or -not (Test-Path -LiteralPath ([string]$A.msi_path))) { Stop-Op 'KMSDEPLOY_MSI' 'MOMAgent.msi not found at msi_path' }
+    $package = Get-QuotedMsiPath ([string]$A.msi_path)
+    if (-not (Test-Path -LiteralPath ([string]$A.msi_path))) { Stop-Op 'KMSDEPLOY_MSI' 'MOMAgent.msi not found at msi_path' }
     $argv = New-Object System.Collections.ArrayList
-    foreach ($x in @('/i', ('"' + [string]$A.msi_path + '"'), '/qn', '/norestart',
+    foreach ($x in @('/i', $package, '/qn', '/norestart',
             'USE_SETTINGS_FROM_AD=0', 'USE_MANUALLY_SPECIFIED_SETTINGS=1',
             (Format-MsiProperty 'MANAGEMENT_GROUP' ([string]$A.management_group)),
             (Format-MsiProperty 'MANAGEMENT_SERVER_DNS' ([string]$A.management_server)),
@@ -564,7 +572,7 @@ function Install-ScomAgent {
 
 function Uninstall-ScomAgent {
     param($A)
-    Invoke-Msiexec @('/x', ('"' + [string]$A.msi_path + '"'), '/qn', '/norestart')
+    Invoke-Msiexec @('/x', (Get-QuotedMsiPath ([string]$A.msi_path)), '/qn', '/norestart')
     return $null
 }
 
