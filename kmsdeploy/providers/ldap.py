@@ -15,11 +15,17 @@ Host vars of the DC (the play's target)::
     kmsdeploy_ldap_base: DC=corp,DC=example       # default: RootDSE defaultNamingContext
 
 Read (per target, one pass): one search resolves every declared principal (one OR
-filter, escaped); one base search per container reads ``nTSecurityDescriptor`` with
-the SD flags control 0x4 (DACL only: no SeSecurityPrivilege) and ``adminDescription``
-(ownership marker); a missing container's parent is checked; containers to delete
-get a one-level child count. Unresolved principals are a per-target error naming
-them, and nothing is written.
+filter, escaped); ONE subtree search reads every container of the target, from the
+deepest common ancestor of their DNs with the filter
+``(|(distinguishedName=<dn1>)(distinguishedName=<dn2>)...)`` (escaped), asking for
+``nTSecurityDescriptor`` with the SD flags control 0x4 (DACL only: no
+SeSecurityPrivilege), ``adminDescription`` (ownership marker) and ``objectClass``.
+Only when a container to create is missing, one more search of the same shape checks
+that the parents exist. Containers to delete that exist get a one-level child count
+each (LDAP cannot batch that: AD has no filterable "parent" attribute). DNs in different
+naming contexts (e.g. one in ``CN=Configuration``) are searched per naming context,
+because a subtree search does not cross into another partition. Unresolved principals
+are a per-target error naming them, and nothing is written.
 
 Ownership marker: ``adminDescription: managed-by=kmsdeploy;owner=<owner_id>``.
 """
@@ -37,16 +43,21 @@ from ..transports.ldap import SD_FLAGS_DACL, LdapSettings, LdapTransport
 from .base import ApplyResult, Provider, RunContext
 from .ldap_acl import explicit_aces, is_protected_from_deletion, parse_sd, rebuild_dacl, to_sddl, without_protection
 from .ldap_names import (
+    DnError,
     Principal,
     dn_key,
     escape_filter_value,
+    format_dn,
     normalize_dn,
     parent_dn,
+    parse_dn,
     parse_principal,
     principal_filter,
 )
 
 MARKER_ATTR = "adminDescription"
+#: What a container read asks for (with the SD flags control 0x4).
+READ_ATTRS = ("nTSecurityDescriptor", MARKER_ATTR, "objectClass")
 _MARKER_RE = re.compile(r"^managed-by=kmsdeploy;owner=(.*)$")
 
 
@@ -170,38 +181,48 @@ class LdapProvider(Provider):
 
     def read_container(self, t: LdapTransport, dn: str, owner_id: str, *, count_children: bool = False,
                        names: Mapping[str, str] | None = None) -> dict[str, Any] | None:
-        """Observed state of one container (None when it does not exist)."""
-        entries = t.search(dn, "(objectClass=*)", "BASE", ["nTSecurityDescriptor", MARKER_ATTR, "objectClass"],
-                           sd_flags=SD_FLAGS_DACL)
+        """Observed state of one container (None when it does not exist); used by apply."""
+        entries = t.search(dn, "(objectClass=*)", "BASE", list(READ_ATTRS), sd_flags=SD_FLAGS_DACL)
         if not entries:
             return None
-        e = entries[0]
-        raw = (e.get("raw_attributes") or {}).get("nTSecurityDescriptor") or []
-        if not raw:
-            raise ProviderError(f"{dn}: the bind account cannot read nTSecurityDescriptor (READ_CONTROL needed)")
-        try:
-            sd = parse_sd(raw[0])
-        except ValueError as exc:
-            raise ProviderError(f"{dn}: {exc}") from None
-        sid_names = {sid: text for text, sid in (names or {}).items()}
-        aces = explicit_aces(sd, sid_names)
-        owner = marker_owner(_text(_first((e.get("raw_attributes") or {}).get(MARKER_ATTR))))
-        classes = [_text(c).lower() for c in (e.get("raw_attributes") or {}).get("objectClass") or []]
-        observed: dict[str, Any] = {
-            "dn": normalize_dn(e.get("dn") or dn),
-            "aces": aces,
-            "protect_from_deletion": is_protected_from_deletion(aces),
-            "authenticated_users_read": any(a["sid"] == "S-1-5-11" and a["type"] == "allow" for a in aces),
-            "managed": owner == owner_id,
-            "_owner": owner,
-            "_owned": owner == owner_id,
-            "_sddl": to_sddl(sd),
-            "_object_class": classes[-1] if classes else None,
-        }
+        observed = observed_container(entries[0], dn, owner_id, names)
         if count_children:
-            kids = t.search(dn, "(objectClass=*)", "LEVEL", ["1.1"])
-            observed["_children"] = len(kids)
+            observed["_children"] = self._count_children(t, dn)
         return observed
+
+    @staticmethod
+    def _count_children(t: LdapTransport, dn: str) -> int:
+        return len(t.search(dn, "(objectClass=*)", "LEVEL", ["1.1"]))
+
+    def fetch_entries(self, t: LdapTransport, dns: Sequence[str], attributes: Sequence[str], *,
+                      sd_flags: int | None = None) -> dict[str, dict]:
+        """``dn_key(dn) -> entry`` for every DN in ``dns`` that exists, in one search per
+        naming context (see :func:`search_groups`); DNs that do not exist are left out.
+
+        Should the server return an entry whose DN does not map back onto a requested
+        one (a server that compares DNs more loosely than :func:`dn_key`), the
+        unmatched DNs of that search are read one by one instead, so nothing is missed.
+        """
+        found: dict[str, dict] = {}
+        for base, group in search_groups(dns):
+            wanted = {dn_key(d): d for d in group}
+            stray = False
+            for e in t.search(base, dn_filter(group), "SUBTREE", list(attributes), sd_flags=sd_flags):
+                try:
+                    k = dn_key(e.get("dn") or "")
+                except DnError:
+                    k = None
+                if k in wanted:
+                    found[k] = e
+                else:
+                    stray = True
+            if stray:
+                for k, d in wanted.items():
+                    if k not in found:
+                        entries = t.search(d, "(objectClass=*)", "BASE", list(attributes), sd_flags=sd_flags)
+                        if entries:
+                            found[k] = entries[0]
+        return found
 
     def read(self, transport: LdapTransport, host: Host, resources: Sequence[Resource],
              ctx: RunContext) -> dict[Ref, Mapping[str, Any] | None]:
@@ -211,24 +232,36 @@ class LdapProvider(Provider):
         texts = [a["principal"] for r in present for a in r.desired.get("aces") or []]
         names = self.resolve_principals(t, texts, host.name) if texts else {}
         declared = {dn_key(r.desired["dn"]) for r in resources if r.state != "absent"}
+        dns = [r.desired["dn"] for r in resources]
+        found = self.fetch_entries(t, dns, READ_ATTRS, sd_flags=SD_FLAGS_DACL) if dns else {}
+        searched = {dn_key(d) for d in dns}
         out: dict[Ref, Mapping[str, Any] | None] = {}
-        missing_parents: list[str] = []
+        orphans: list[tuple[str, str]] = []  # (dn, parent) of missing containers to create
         for r in resources:
             dn = r.desired["dn"]
-            obs = self.read_container(t, dn, ctx.owner_id, count_children=(r.state == "absent"), names=names)
-            if obs is None:
+            e = found.get(dn_key(dn))
+            if e is None:
                 out[r.ref] = None
                 if r.state != "absent":
                     parent = parent_dn(dn)
-                    if parent and dn_key(parent) not in declared and not t.search(parent, "(objectClass=*)", "BASE", ["1.1"]):
-                        missing_parents.append(f"{dn}: parent {parent} does not exist")
+                    if parent and dn_key(parent) not in declared:
+                        orphans.append((dn, parent))
                 continue
-            if r.state != "absent":
+            obs = observed_container(e, dn, ctx.owner_id, names)
+            if r.state == "absent":
+                obs["_children"] = self._count_children(t, dn)
+            else:
                 obs["_principals"] = {a["principal"]: names.get(a["principal"]) for a in r.desired.get("aces") or []}
             out[r.ref] = obs
-        if missing_parents:
-            raise ProviderError("parent container missing (create it first or fix dn): " + "; ".join(missing_parents),
-                                target=host.name)
+        if orphans:
+            # parents already read above (declared absent) need no second look
+            unknown = list(dict.fromkeys(p for _, p in orphans if dn_key(p) not in searched))
+            parents = self.fetch_entries(t, unknown, ["1.1"]) if unknown else {}
+            missing_parents = [f"{dn}: parent {parent} does not exist" for dn, parent in orphans
+                               if dn_key(parent) not in found and dn_key(parent) not in parents]
+            if missing_parents:
+                raise ProviderError("parent container missing (create it first or fix dn): "
+                                    + "; ".join(missing_parents), target=host.name)
         return out
 
     # --- apply ---------------------------------------------------------------------------------
@@ -327,6 +360,105 @@ class LdapProvider(Provider):
         if not raw:
             raise ProviderError(f"{dn}: cannot read its security descriptor")
         return raw[0]
+
+
+def observed_container(entry: Mapping[str, Any], dn: str, owner_id: str,
+                       names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Observed state of one container from its search entry (``READ_ATTRS``, SD flags 0x4).
+
+    ``names`` maps principal text -> SID (to show declared names for their SIDs).
+    """
+    attrs = entry.get("raw_attributes") or {}
+    raw = attrs.get("nTSecurityDescriptor") or []
+    if not raw:
+        raise ProviderError(f"{dn}: the bind account cannot read nTSecurityDescriptor (READ_CONTROL needed)")
+    try:
+        sd = parse_sd(raw[0])
+    except ValueError as exc:
+        raise ProviderError(f"{dn}: {exc}") from None
+    sid_names = {sid: text for text, sid in (names or {}).items()}
+    aces = explicit_aces(sd, sid_names)
+    owner = marker_owner(_text(_first(attrs.get(MARKER_ATTR))))
+    classes = [_text(c).lower() for c in attrs.get("objectClass") or []]
+    return {
+        "dn": normalize_dn(entry.get("dn") or dn),
+        "aces": aces,
+        "protect_from_deletion": is_protected_from_deletion(aces),
+        "authenticated_users_read": any(a["sid"] == "S-1-5-11" and a["type"] == "allow" for a in aces),
+        "managed": owner == owner_id,
+        "_owner": owner,
+        "_owned": owner == owner_id,
+        "_sddl": to_sddl(sd),
+        "_object_class": classes[-1] if classes else None,
+    }
+
+
+def _rdn_key(rdn: list[tuple[str, str]]) -> str:
+    return format_dn([rdn]).casefold()
+
+
+def naming_context_hint(dn: str) -> str | None:
+    """The naming context ``dn`` must lie in, as far as its spelling tells (canonical DN).
+
+    AD names every partition with ``DC=`` components (domains, ``DomainDnsZones``,
+    application partitions), except ``CN=Configuration,<forest root>`` and
+    ``CN=Schema,CN=Configuration,...``. So: the trailing run of ``DC=`` RDNs, extended by
+    ``CN=Configuration`` and then ``CN=Schema`` when they follow. None when the DN has
+    no ``DC=`` suffix at all.
+    """
+    rdns = parse_dn(dn)
+    i = len(rdns)
+    while i > 0 and len(rdns[i - 1]) == 1 and rdns[i - 1][0][0].upper() == "DC":
+        i -= 1
+    if i == len(rdns):
+        return None
+    for name in ("configuration", "schema"):
+        if i > 0 and len(rdns[i - 1]) == 1 and rdns[i - 1][0][0].upper() == "CN" \
+                and rdns[i - 1][0][1].casefold() == name:
+            i -= 1
+        else:
+            break
+    return format_dn(rdns[i:])
+
+
+def common_ancestor(dns: Sequence[str]) -> str:
+    """The deepest DN that is ``dns[i]`` or an ancestor of it for every i (canonical)."""
+    parsed = [parse_dn(d) for d in dns]
+    shortest = min(len(p) for p in parsed)
+    n = 0
+    while n < shortest and len({_rdn_key(p[len(p) - 1 - n]) for p in parsed}) == 1:
+        n += 1
+    first = parsed[0]
+    return format_dn(first[len(first) - n:]) if n else ""
+
+
+def search_groups(dns: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """How to fetch ``dns`` with as few searches as possible: ``[(base, [dn, ...]), ...]``.
+
+    One group per naming context (:func:`naming_context_hint`), searched (SUBTREE) from
+    the deepest common ancestor of its DNs: a subtree search never crosses into
+    another partition, and an ancestor that does not exist (noSuchObject) correctly
+    means none of its DNs exists. DNs without a ``DC=`` suffix get one group each.
+    Duplicates (same :func:`dn_key`) are dropped; DNs come back canonical.
+    """
+    groups: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    for d in dns:
+        key = dn_key(d)
+        if key in seen:
+            continue
+        seen.add(key)
+        hint = naming_context_hint(d)
+        groups.setdefault(hint.casefold() if hint is not None else "\0" + key, []).append(normalize_dn(d))
+    return [(common_ancestor(group), group) for group in groups.values()]
+
+
+def dn_filter(dns: Sequence[str]) -> str:
+    """``(distinguishedName=<dn>)``, or an OR of them, each DN escaped for a filter (RFC 4515)."""
+    terms = [f"(distinguishedName={escape_filter_value(normalize_dn(d))})" for d in dns]
+    if not terms:
+        raise ValueError("dn_filter needs at least one DN")
+    return terms[0] if len(terms) == 1 else "(|" + "".join(terms) + ")"
 
 
 def _first(values: Any) -> Any:

@@ -41,12 +41,22 @@ def resource(spec: dict, state: str = "present") -> Resource:
     return Resource(ref=Ref("dkm_container", "dc1", KIND.identity(spec)), desired=desired, state=state)
 
 
+#: LDAP searches one read may cost when no container is to be deleted, however many
+#: containers it reads: principals, NetBIOS name (DOMAIN\name principals), containers, parents.
+MAX_READ_SEARCHES = 4
+
+
 def plan(dc, resources, ctx=None, host=None):
+    """(changes, observed, reads): ``reads`` counts the LDAP requests of ``read`` alone
+    (the transport's counter, without the RootDSE lookup at connect)."""
     ctx = ctx or RunContext(owner_id="itest", timeouts=Timeouts(connect=5, operation=30), retries=0)
     host = host or host_for(dc)
     with PROVIDER.transport(host, ctx) as t:
+        before = t.requests
         observed = PROVIDER.read(t, host, resources, ctx)
-        reads = t.requests
+        reads = t.requests - before
+    if all(r.state != "absent" for r in resources):
+        assert reads <= MAX_READ_SEARCHES, f"{reads} LDAP searches to read {len(resources)} container(s)"
     return [KIND.diff(r, observed[r.ref]) for r in resources], observed, reads
 
 
@@ -96,6 +106,80 @@ def test_create_container_and_grant_then_idempotent(samba_dc, dkm, tmp_path):
     # second independent reader: ldbsearch on sam.ldb
     assert svc_sid in samba_dc.ldbsearch_sddl(dkm)
     assert_converged(samba_dc, [r], ctx)
+
+
+def test_read_is_one_batched_search_whatever_the_number_of_containers(samba_dc, dkm):
+    """DESIGN.md: one batched read per target. Reading 1 or 3 containers costs the same
+    number of LDAP searches, both while they are missing (principals + containers +
+    parents) and once they exist (principals + containers); and the batched read sees
+    exactly what a per-container base search sees."""
+    g, _ = samba_dc.create_group(unique("batch-"))
+    name = g.split(",")[0][3:]
+    sibling = f"CN={unique('VMMDKM-')},CN=System,{samba_dc.base_dn}"
+    try:
+        rs = [resource({"dn": dn, "aces": [{"principal": name, "rights": ["read"]}]})
+              for dn in (dkm, f"CN=Keys,{dkm}", sibling)]
+        one = plan(samba_dc, rs[:1])
+        three = plan(samba_dc, rs)
+        assert [c.action for c in three[0]] == [Action.CREATE] * 3
+        assert one[2] == three[2] == 3, (one[2], three[2])
+        apply(samba_dc, rs)
+        one = plan(samba_dc, rs[:1])
+        three = plan(samba_dc, rs)
+        assert [c.action for c in three[0]] == [Action.NOOP] * 3
+        assert one[2] == three[2] == 2, (one[2], three[2])
+        # the batched read equals the per-container read (the apply path)
+        ctx = RunContext(owner_id="itest", timeouts=Timeouts(5, 30), retries=0)
+        with PROVIDER.transport(host_for(samba_dc), ctx) as t:
+            names = PROVIDER.resolve_principals(t, [name], "dc1")
+            for r in rs:
+                single = PROVIDER.read_container(t, r.desired["dn"], "itest", names=names)
+                single["_principals"] = {name: names[name]}
+                assert three[1][r.ref] == single
+        # deleting costs one child count per existing container on top of the batched read
+        gone = [resource({"dn": r.desired["dn"]}, state="absent") for r in rs]
+        changes, observed, reads = plan(samba_dc, gone)
+        assert reads == 1 + 3 and observed[gone[0].ref]["_children"] == 1, (reads, observed)
+        assert changes[0].refusal and "1 child object" in changes[0].refusal
+    finally:
+        samba_dc.delete_tree(sibling)
+
+
+def test_read_spans_naming_contexts(samba_dc, dkm):
+    """A subtree search does not cross partitions: a DN in the Configuration NC is read
+    by its own search (not silently reported missing by the domain-NC search)."""
+    services = f"CN=Services,CN=Configuration,{samba_dc.base_dn}"
+    rs = [resource({"dn": dkm, "aces": [{"principal": "Domain Admins"}]}),
+          resource({"dn": services}, state="absent")]
+    changes, observed, reads = plan(samba_dc, rs)
+    assert observed[rs[0].ref] is None and changes[0].action is Action.CREATE
+    assert observed[rs[1].ref]["dn"] == services and observed[rs[1].ref]["_children"] > 0
+    assert changes[1].refusal and "no kmsdeploy ownership marker" in changes[1].refusal
+    # principals + one search per naming context (2) + parents + one child count
+    assert reads == 5, reads
+
+
+def test_search_groups_are_per_naming_context():
+    from kmsdeploy.providers.ldap import common_ancestor, dn_filter, naming_context_hint, search_groups
+
+    b = "DC=corp,DC=example"
+    assert naming_context_hint(f"CN=A,CN=System,{b}") == b
+    assert naming_context_hint(f"CN=X,CN=Configuration,{b}") == f"CN=Configuration,{b}"
+    assert naming_context_hint(f"CN=Y,CN=Schema,CN=Configuration,{b}") == f"CN=Schema,CN=Configuration,{b}"
+    assert naming_context_hint(f"DC=z,DC=DomainDnsZones,{b}") == f"DC=z,DC=DomainDnsZones,{b}"
+    assert naming_context_hint("CN=Q,O=x") is None
+    assert common_ancestor([f"CN=K,CN=A,CN=System,{b}", f"cn=b, cn=SYSTEM,{b}"]) == f"CN=System,{b}"
+    assert common_ancestor([f"CN=A,CN=System,{b}"]) == f"CN=A,CN=System,{b}"
+    groups = search_groups([f"CN=A,CN=System,{b}", f"CN=K,CN=A,CN=System,{b}", f"cn=a,cn=system,{b}",
+                            f"CN=X,CN=Configuration,{b}", "CN=Q,O=x", "CN=R,O=x"])
+    assert groups == [(f"CN=A,CN=System,{b}", [f"CN=A,CN=System,{b}", f"CN=K,CN=A,CN=System,{b}"]),
+                      (f"CN=X,CN=Configuration,{b}", [f"CN=X,CN=Configuration,{b}"]),
+                      ("CN=Q,O=x", ["CN=Q,O=x"]), ("CN=R,O=x", ["CN=R,O=x"])]
+    # DN and filter metacharacters arrive as data
+    from kmsdeploy.providers.ldap_names import escape_dn_value
+    nasty = f"CN={escape_dn_value('a,*)(|(cn=*' + chr(92))},DC=corp"
+    assert dn_filter([nasty]) == r"(distinguishedName=CN=a\5c,\2a\29\28|\28cn\5c=\2a\5c\5c,DC=corp)"
+    assert dn_filter(["CN=a,DC=x", "CN=b,DC=x"]) == "(|(distinguishedName=CN=a,DC=x)(distinguishedName=CN=b,DC=x))"
 
 
 def test_add_second_principal_and_change_rights(samba_dc, dkm, tmp_path):
