@@ -283,7 +283,16 @@ def stop_dc(dc: SambaDC) -> None:
             dc.proc.wait(timeout=10)
         except ProcessLookupError:
             pass
-    shutil.rmtree(dc.tmpdir, ignore_errors=True)
+    if dc.proc is not None:
+        try:  # samba's children may outlive the root a moment and recreate sockets in the temp dir
+            os.killpg(dc.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for _ in range(20):
+        shutil.rmtree(dc.tmpdir, ignore_errors=True)
+        if not os.path.exists(dc.tmpdir):
+            break
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="session")
