@@ -35,7 +35,7 @@ from ..providers.base import RunContext
 from ..providers.windows import bootstrap, payload, results
 from ..providers.windows.results import RunnerOutputError
 from ..spec.schemas import load_schema
-from .rules import SPPSVC_RULE, Thresholds, kms_port
+from .rules import SPPSVC_RULE, Thresholds, kms_port, parse_resolver  # noqa: F401 - parse_resolver re-exported
 
 #: events read per ID (A.4); 12292 only when the payload schema allows it
 HEALTH_EVENTS = {12290: 1, 12291: 1, 12292: 1, 12293: 20, 12294: 20}
@@ -184,18 +184,6 @@ def check_host(target: Target, ctx: RunContext, owner_id: str,
 
 
 # ---------------------------------------------------------------------------- DNS
-
-def parse_resolver(text: str) -> tuple[str, int]:
-    """``address``, ``address:port`` or ``[v6]:port`` -> (address, port)."""
-    s = text.strip()
-    if s.startswith("["):
-        addr, _, rest = s[1:].partition("]")
-        return addr, int(rest.lstrip(":") or 53)
-    if s.count(":") == 1:
-        addr, port = s.split(":")
-        return addr, int(port)
-    return s, 53
-
 
 def srv_query(domain: str, msg_id: int) -> dns.message.Message:
     q = dns.message.make_query(dns.name.from_text(f"_vlmcs._tcp.{domain}."), dns.rdatatype.SRV)

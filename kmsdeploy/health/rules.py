@@ -130,9 +130,32 @@ def thresholds_from_vars(host_vars: Mapping[str, Any]) -> Thresholds:
     for name, value in (("domain", domain), ("resolver", resolver)):
         if value is not None and (not isinstance(value, str) or not value.strip() or "{{" in value):
             raise ConfigError(f"kmsdeploy_health.{name} must be a non-empty string, not {value!r}")
+    if resolver is not None:
+        try:
+            parse_resolver(resolver)
+        except ValueError:
+            raise ConfigError(f"kmsdeploy_health.resolver must be address, address:port or [v6]:port with a port "
+                              f"from 1 to 65535, not {resolver!r}") from None
     return Thresholds(family=family, min_count=int(min_count), idle_hours=float(idle),
                       domain=domain.strip().rstrip(".").lower() if domain else None,
                       resolver=resolver.strip() if resolver else None, port=port)
+
+
+def parse_resolver(text: str) -> tuple[str, int]:
+    """``address``, ``address:port`` or ``[v6]:port`` -> (address, port); ValueError when the
+    port is not a number from 1 to 65535 or the address is empty."""
+    s = text.strip()
+    if s.startswith("["):
+        addr, _, rest = s[1:].partition("]")
+        port = int(rest.lstrip(":") or 53)
+    elif s.count(":") == 1:
+        addr, text_port = s.split(":")
+        port = int(text_port)
+    else:
+        addr, port = s, 53
+    if not addr or not 1 <= port <= 65535:
+        raise ValueError(f"bad resolver {text!r}")
+    return addr, port
 
 
 @dataclass(frozen=True)
@@ -379,7 +402,8 @@ def check_failed_requests(lic: Mapping[str, Any], previous: Mapping[str, Any] | 
         return Check("failed_requests", SKIPPED, "no previous result given (--previous): cannot tell whether failed "
                                                  "requests are rising", {"now": now_c})
     prev_c = previous.get("counters") or None
-    if not prev_c or "failed_requests" not in prev_c:
+    if not isinstance(prev_c, Mapping) or isinstance(prev_c.get("failed_requests"), bool) \
+            or not isinstance(prev_c.get("failed_requests"), int):
         return Check("failed_requests", SKIPPED, "the previous result has no counters for this host", {"now": now_c})
     evidence = {"now": now_c, "previous": dict(prev_c), "previous_checked_at": previous.get("checked_at")}
     delta = now_c["failed_requests"] - int(prev_c["failed_requests"])

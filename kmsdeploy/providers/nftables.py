@@ -40,10 +40,13 @@ EXIT_CONFLICT = 75
 #: Fixed remote script; values arrive as positional arguments ($1..$5), never pasted in.
 #: The payload is written to a temp file and its SHA-256 checked before nft sees it, so a
 #: connection dropped mid-send (stdin truncated) can never load half a transaction.
+#: SIGPIPE is ignored: after a drop, a message to the closed stderr must not kill the
+#: shell before its EXIT trap removes the temp file (sh runs no EXIT trap on a signal).
 APPLY_SCRIPT = r"""set -u
 expected=$1; family=$2; table=$3; persist=$4; payload_sha=$5
 tmp=$(mktemp "${persist:-${TMPDIR:-/tmp}/kmsdeploy}.kmsdeploy.XXXXXX") || exit 73
 trap 'rm -f -- "$tmp"' EXIT
+trap '' PIPE
 cat > "$tmp" || exit 74
 got=$(sha256sum < "$tmp") || exit 74
 if [ "${got%% *}" != "$payload_sha" ]; then

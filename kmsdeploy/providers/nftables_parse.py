@@ -6,8 +6,9 @@ left side is ``{"payload": {"protocol": "ip"|"ip6", "field": "saddr"|"daddr"}}``
 side is a scalar, ``{"prefix": ...}``, ``{"range": [a, b]}`` or ``{"set": [...]}``;
 ``counter``; ``accept``/``drop``. Anything else in a rule carrying our marker is
 reported as a problem (the rule is then rewritten when declared, and blocks apply
-when it is not). Rules without our marker, or chains kmsdeploy would not create, are
-*foreign*: listed, never silently kept or dropped (the provider decides).
+when it is not). Rules without our marker, chains kmsdeploy would not create, and any
+other object in the table (named sets, maps, counters, quotas...) are *foreign*:
+listed, never silently kept or dropped (the provider decides).
 """
 from __future__ import annotations
 
@@ -170,6 +171,13 @@ def parse_table(raw: str | bytes | None) -> TableState:
                 out.foreign.append(f"{where} (comment {_safe(comment)})")
                 continue
             parts.setdefault(comment[len(MARKER):], []).append(_rule_part(rule))
+        elif "metainfo" not in item:
+            # a named set, map, counter, quota, flowtable...: kmsdeploy never creates one, and
+            # replacing the table would silently drop it
+            kind = next(iter(item), "object")
+            body = item.get(kind)
+            name = body.get("name") if isinstance(body, dict) else None
+            out.foreign.append(f"{kind} {_safe(name)}")
     for name, group in parts.items():
         out.rules[name] = _merge(name, group)
     return out

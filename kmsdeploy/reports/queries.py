@@ -115,53 +115,30 @@ _FAMILY = f"COALESCE(p.family, CASE WHEN e.min_count >= {codes.CLIENT_THRESHOLD}
 _FROM = "FROM events e JOIN hosts h ON h.host = e.host LEFT JOIN products p ON p.activation_id = e.activation_id"
 
 
-def _where(f: Filters, *, start: int | None = None, end: int | None = None,
-           products: bool = True) -> tuple[str, list[Any]]:
-    """SQL condition + parameters for the filters (values are always bound, never pasted)."""
-    conds: list[str] = []
-    params: list[Any] = []
-    if f.sites:
-        conds.append(f"h.site IN ({','.join('?' * len(f.sites))})")
-        params.extend(f.sites)
-    if f.hosts:
-        conds.append(f"e.host IN ({','.join('?' * len(f.hosts))})")
-        params.extend(f.hosts)
-    if products and f.products:
-        wanted = [x.strip("{}").lower() for x in f.products]
-        q = ",".join("?" * len(wanted))
-        conds.append(f"(e.activation_id IN ({q}) OR lower(p.name) IN ({q}))")
-        params.extend(wanted + wanted)
-    if start is not None:
-        conds.append("e.logged_at >= ?")
-        params.append(start)
-    if end is not None:
-        conds.append("e.logged_at <= ?")
-        params.append(end)
-    return (" WHERE " + " AND ".join(conds)) if conds else "", params
-
-
 def _scope(store: Store, f: Filters, *, start: int | None, end: int | None,
-           products: bool = True) -> tuple[str, list[Any]]:
-    """Like :func:`_where` but on ``events`` columns only (sites resolved to hosts, product
-    names to Activation IDs first), so the big scans need no join."""
+           products: bool = True, table: str = "") -> tuple[str, list[Any]]:
+    """SQL condition + parameters for the filters, on ``events`` columns only (sites
+    resolved to hosts, product names to Activation IDs first), so the big scans need no
+    join; ``table`` qualifies the columns (``"e."``) in a query that joins. Values are
+    always bound, never pasted."""
     conds: list[str] = []
     params: list[Any] = []
     if f.sites or f.hosts:
         hosts = [h.host for h in store.hosts()
                  if (not f.sites or h.site in f.sites) and (not f.hosts or h.host in f.hosts)]
-        conds.append(f"host IN ({','.join('?' * len(hosts))})" if hosts else "0")
+        conds.append(f"{table}host IN ({','.join('?' * len(hosts))})" if hosts else "0")
         params.extend(hosts)
     if products and f.products:
         wanted = {x.strip("{}").lower() for x in f.products}
         ids = sorted(wanted | {a for a, n in store.db.execute("SELECT activation_id, lower(name) FROM products")
                                if n in wanted})
-        conds.append(f"activation_id IN ({','.join('?' * len(ids))})")
+        conds.append(f"{table}activation_id IN ({','.join('?' * len(ids))})")
         params.extend(ids)
     if start is not None:
-        conds.append("logged_at >= ?")
+        conds.append(f"{table}logged_at >= ?")
         params.append(start)
     if end is not None:
-        conds.append("logged_at <= ?")
+        conds.append(f"{table}logged_at <= ?")
         params.append(end)
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
 
@@ -312,7 +289,7 @@ def history(store: Store, now: datetime, f: Filters = Filters()) -> dict:
         raise ValueError("by must be 'host' or 'site'")
     size = 86400 if f.interval == "day" else 3600
     since = f.since or (now - codes.COUNT_WINDOW)
-    w, p = _where(f, start=epoch(since), end=epoch(now + HOST_CLOCK_TOLERANCE))
+    w, p = _scope(store, f, start=epoch(since), end=epoch(now + HOST_CLOCK_TOLERANCE), table="e.")
     key = "e.host" if f.by == "host" else "h.site"
     rows = []
     totals: dict[int, list[int]] = {}

@@ -138,10 +138,10 @@ class SshTransport(Transport):
         timeouts = timeouts or Timeouts()
         self.target = host.name
         self.address = str(_var(v, "ansible_host", "ansible_ssh_host", default=host.name))
-        self.port = int(_var(v, "ansible_port", "ansible_ssh_port", default=22))
+        self.port = self._number(v, int, ("ansible_port", "ansible_ssh_port"), 22)
         self.user = str(_var(v, "ansible_user", "ansible_ssh_user", default=getpass.getuser()))
-        self.connect_timeout = float(_var(v, "ansible_ssh_timeout", "ansible_timeout", default=timeouts.connect))
-        self.command_timeout = float(_var(v, "kmsdeploy_command_timeout", default=timeouts.operation))
+        self.connect_timeout = self._number(v, float, ("ansible_ssh_timeout", "ansible_timeout"), timeouts.connect)
+        self.command_timeout = self._number(v, float, ("kmsdeploy_command_timeout",), timeouts.operation)
         self.retries = max(0, int(retries))
         known = str(_var(v, "kmsdeploy_known_hosts", default="~/.ssh/known_hosts"))
         known = os.path.expanduser(known)
@@ -169,6 +169,18 @@ class SshTransport(Transport):
         self.requests = 0
         self.memo: dict[Any, Any] = {}
         self._client: paramiko.SSHClient | None = None
+
+    def _number(self, vars: Mapping[str, Any], kind: type, names: Sequence[str], default: Any) -> Any:
+        """A positive number from host vars; a per-target error (not a ValueError) when it is not."""
+        value = _var(vars, *names, default=default)
+        try:
+            number = kind(value)
+            if isinstance(value, bool) or not number > 0:
+                raise ValueError
+        except (TypeError, ValueError):
+            raise TransportError(f"{names[0]} must be a positive number, not {value!r}", target=self.target,
+                                 transient=False) from None
+        return number
 
     # -- connection ---------------------------------------------------------------------
     def _where(self) -> str:
@@ -340,20 +352,31 @@ class SshTransport(Transport):
                 self._drain(chan, stdout, stderr)
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
-                if chan.closed and not chan.exit_status_ready():
-                    break
                 self._check_deadline(chan, deadline, timeout)
                 time.sleep(0.005)
-            if not chan.exit_status_ready():
+            status = chan.recv_exit_status()
+            # paramiko reports a channel closed by a dead connection as "exit status ready"
+            # with status -1: that is no result at all, not a command that failed
+            if status == -1 and self._connection_lost(transport):
                 raise TransportError(f"connection to {self._where()} dropped while {argv[0]} was running; "
                                      "its outcome is unknown", target=self.target)
-            status = chan.recv_exit_status()
             chan.close()
             return status, bytes(stdout), bytes(stderr)
         except KmsdeployError:
             raise
         except Exception as exc:  # noqa: BLE001 - mapped at the boundary
             raise self._map(exc) from None
+
+    @staticmethod
+    def _connection_lost(transport, wait: float = 0.5) -> bool:
+        """Whether the SSH connection is gone (paramiko closes its channels a moment
+        before it marks the transport inactive, so give it that moment)."""
+        end = time.monotonic() + wait
+        while transport.is_active():
+            if time.monotonic() > end:
+                return False
+            time.sleep(0.01)
+        return True
 
     def _check_deadline(self, chan, deadline: float, timeout: float) -> None:
         if time.monotonic() > deadline:

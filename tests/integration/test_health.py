@@ -20,18 +20,16 @@ lab and tested at the end of this module.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import os
-import socket
-import threading
 
 import jsonschema
 import pytest
 import yaml
 
 from kmsdeploy.health import command
+from kmsdeploy.lab.kms_listener import KmsListeners
 from kmsdeploy.lab.model import LabModel
 from kmsdeploy.lab.model import eventlog, firewall, licensing
 from kmsdeploy.lab.winrm_server import LabHostConfig, WinrmLabServer
@@ -57,40 +55,6 @@ def key_for(i: int) -> str:
     return "-".join("".join(KEY_CHARS[(i * 7 + j * 3 + k) % len(KEY_CHARS)] for k in range(5)) for j in range(5))
 
 
-class Listeners:
-    """TCP listeners standing in for sppsvc on the KMS port (accept and close)."""
-
-    def __init__(self):
-        self.socks: dict[tuple[str, int], socket.socket] = {}
-
-    def sync(self, wanted: set[tuple[str, int]]) -> None:
-        for k in list(self.socks):
-            if k not in wanted:
-                s = self.socks.pop(k)
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone keeps it listening
-                s.close()
-        for k in wanted - set(self.socks):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(k)
-            s.listen(16)
-            self.socks[k] = s
-            threading.Thread(target=self._accept, args=(s,), daemon=True).start()
-
-    @staticmethod
-    def _accept(s: socket.socket) -> None:
-        while True:
-            try:
-                c, _ = s.accept()
-            except OSError:
-                return
-            c.close()
-
-    def close(self) -> None:
-        self.sync(set())
-
-
 class Lab:
     def __init__(self, tmp, bind_server):
         self.tmp = tmp
@@ -99,7 +63,8 @@ class Lab:
         self.bind = bind_server
         self.server = WinrmLabServer([LabHostConfig(n, f"{NET}.{o}") for n, (_, o) in HOSTS.items()],
                                      self.model.handle, scheme="http", auth="ntlm", users={USER: PASSWORD}).start()
-        self.listeners = Listeners()
+        # the lab daemon's own listeners, fed from the same model (kmsdeploy/lab/kms_listener.py)
+        self.listeners = KmsListeners({n: f"{NET}.{o}" for n, (_, o) in HOSTS.items()}, self.model.kms_endpoint)
         self.now = dt.datetime.now(dt.timezone.utc)
 
     def address(self, name: str) -> str:
@@ -125,12 +90,9 @@ class Lab:
             eventlog.write(ctx, event_id, message, props, time=when)
 
     def sync_listeners(self) -> None:
-        wanted = set()
-        for name in HOSTS:
-            port = self.model.kms_endpoint(name)
-            if port is not None:
-                wanted.add((self.address(name), port))
-        self.listeners.sync(wanted)
+        self.listeners.sync()
+        conflicts = {n: v for n, v in self.listeners.status().items() if not v["listening"]}
+        assert not conflicts, f"KMS port listeners could not start: {conflicts}"
 
     def srv(self, site: str, *records: str) -> None:
         def build(u):

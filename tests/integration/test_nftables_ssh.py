@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -372,53 +373,89 @@ def test_command_timeout(netns_lab):
             tr.run(["sleep", "5"], idempotent=False)
 
 
-def _drop_after(mocker, fraction: float):
-    """Make the next stdin send deliver ``fraction`` of the bytes, then drop the TCP connection."""
+def _drop_during_apply(mocker, cut: bytes | None) -> list[str]:
+    """Fault at the network boundary, in the apply command only (the one command that sends
+    stdin): with ``cut``, deliver the payload up to and including ``cut`` and then close the
+    TCP socket; with ``None``, deliver all of it and its EOF, then close the socket before
+    the result can arrive. Returns the list the injected faults are recorded in."""
     real_send = paramiko.Channel.send
     real_shutdown = paramiko.Channel.shutdown_write
+    fired: list[str] = []
+    senders: list = []
+
+    def drop(chan, what):
+        fired.append(what)
+        sock = chan.get_transport().sock
+        sock.shutdown(socket.SHUT_RDWR)  # the TCP connection ends here (FIN), as a dropped link would
+        sock.close()
 
     def send(self, data):
-        n = real_send(self, bytes(data[: max(1, int(len(data) * fraction))]))
-        if fraction < 1:
-            time.sleep(0.2)
-            self.get_transport().sock.close()
+        if fired:
+            return real_send(self, data)
+        senders.append(self)
+        data = bytes(data)
+        if cut is None:
+            return real_send(self, data)
+        n = data.index(cut) + len(cut)
+        done = 0
+        while done < n:
+            done += real_send(self, data[done:n])
+        time.sleep(0.2)  # let it reach the gateway
+        drop(self, "mid-send")
         return n
 
     def shutdown_write(self):
         real_shutdown(self)
-        time.sleep(0.2)
-        self.get_transport().sock.close()
+        if self in senders and not fired:
+            drop(self, "after-send")
 
     mocker.patch.object(paramiko.Channel, "send", send)
-    if fraction >= 1:
-        mocker.patch.object(paramiko.Channel, "shutdown_write", shutdown_write)
+    mocker.patch.object(paramiko.Channel, "shutdown_write", shutdown_write)
+    return fired
 
 
-@pytest.mark.parametrize("fraction", [0.5, 1.0], ids=["mid-send", "after-send"])
-def test_connection_dropped_mid_apply(netns_lab, mocker, fraction):
+def _apply_leftovers(gw) -> list[Path]:
+    """The apply script's temp files (``PERSIST.kmsdeploy.XXXXXX``): gone once it has ended."""
+    persist = Path(gw.vars["kmsdeploy_nft_persist"])
+    return sorted(persist.parent.glob(persist.name + ".kmsdeploy.*"))
+
+
+# The cut ends right after "delete table": nft would accept that prefix as a complete
+# transaction and delete the table, so only the SHA-256 check keeps it unchanged.
+@pytest.mark.parametrize("cut", [b"\ndelete table inet kmsdeploy\n", None], ids=["mid-send", "after-send"])
+def test_connection_dropped_mid_apply(netns_lab, mocker, cut):
     lab, gw = netns_lab, netns_lab.gateways[3]
     reset(gw)
     old = base_specs(lab)
     converge(gw, old)
     old_rules = owned(gw)
+    old_persist = Path(gw.vars["kmsdeploy_nft_persist"]).read_text()
     new = [{"name": "kms-allow", "remote_addresses": [lab.allowed_src, lab.allowed_src6, "192.0.2.0/24"]},
            {"name": "kms-deny", "action": "block", "local_ports": [1688, "5000-5010"]}]
-    _drop_after(mocker, fraction)
+    fired = _drop_during_apply(mocker, cut)
     with pytest.raises(TransportError) as err:
         apply(gw, new)
     assert err.value.transient
+    assert fired == ["mid-send" if cut else "after-send"]  # the fault hit the apply, not a read
     mocker.stopall()
-    time.sleep(0.5)  # let the remote side finish whatever it was doing
+    deadline = time.monotonic() + 10  # let the remote script end (its trap removes its temp file)
+    time.sleep(0.5)
+    while _apply_leftovers(gw) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _apply_leftovers(gw) == []
     now = owned(gw)
+    persisted = Path(gw.vars["kmsdeploy_nft_persist"]).read_text()
     if now == old_rules:
         state = "unchanged"
+        assert persisted == old_persist  # the boot-time file is the old table too
     else:
         state = "fully changed"
         again, _ = plan(gw, new)
         assert [c.action for c in again] == [Action.NOOP, Action.NOOP], "table half changed"
-    if fraction < 1:
+        assert "192.0.2.0/24" in persisted and "5000-5010" in persisted
+    if cut is not None:
         assert state == "unchanged"  # truncated input never reaches nft
-    print(f"\nafter a drop ({fraction:.0%} sent) the table is {state}")
+    print(f"\nafter a drop ({fired[0]}) the table is {state}")
     converge(gw, new)
     assert lab.probe(gw.ip, lab.allowed_src) and not lab.probe(gw.ip, lab.denied_src)
 

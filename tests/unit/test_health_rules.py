@@ -192,6 +192,14 @@ def test_failed_requests_skipped_without_previous_or_counters():
     assert check(host(facts()), "failed_requests")["status"] == SKIPPED  # runner without counters
 
 
+@pytest.mark.parametrize("counters", [{"failed_requests": "many"}, {"failed_requests": None}, ["x"], "x",
+                                      {"failed_requests": True}])
+def test_hand_edited_previous_counters_are_skipped_not_a_traceback(counters):
+    previous = {"counters": counters, "checked_at": at(hours=1)}
+    c = check(host(facts(licensing=counters_lic(3)), previous=previous), "failed_requests")
+    assert c["status"] == SKIPPED and "no counters" in c["reason"]
+
+
 def test_previous_document_is_matched_by_host():
     prev_doc = {"checked_at": at(hours=1), "sites": [{"hosts": [{"host": "kms1", "counters": {"failed_requests": 1, "total_requests": 5}}]}]}
     doc = rules.evaluate([facts(licensing=counters_lic(2))], {"kms1": Thresholds()}, {}, NOW, prev_doc)
@@ -284,6 +292,9 @@ def test_site_srv_pointing_only_at_a_red_host_is_red():
 @pytest.mark.parametrize("raw,msg", [
     ({"family": "desktop"}, "family"), ({"min_count": 51}, "min_count"), ({"idle_hours": 0}, "idle_hours"),
     ({"colour": 1}, "unknown key"), ({"port": 70000}, "port"), ("x", "mapping"),
+    # a bad resolver used to reach the DNS worker thread as a ValueError / OverflowError
+    ({"resolver": "10.0.0.1:dns"}, "resolver"), ({"resolver": "10.0.0.1:99999"}, "resolver"),
+    ({"resolver": "[fd00::1]:x"}, "resolver"), ({"resolver": ":53"}, "resolver"),
 ])
 def test_bad_settings_are_clear_errors(raw, msg):
     with pytest.raises(rules.ConfigError, match=msg):

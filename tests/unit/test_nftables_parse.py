@@ -35,3 +35,22 @@ def test_hostile_foreign_comment_is_reported_quoted_not_interpreted():
 def test_garbage_is_a_parse_error():
     with pytest.raises(ParseError):
         parse_table(b"Error: something")
+
+
+def test_named_set_and_counter_in_our_table_are_foreign():
+    # captured from nft 1.0.6: a person added a named set and a named counter to our table;
+    # replacing the table would drop them, so they must stop the run like a foreign rule
+    raw = json.dumps({"nftables": [
+        {"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}},
+        {"table": {"family": "inet", "name": "kmsdeploy", "handle": 1}},
+        {"counter": {"family": "inet", "name": "c1", "table": "kmsdeploy", "handle": 2, "packets": 0, "bytes": 0}},
+        {"set": {"family": "inet", "name": "blocked", "table": "kmsdeploy", "type": "ipv4_addr", "handle": 3,
+                 "elem": ["10.0.0.1"]}},
+        {"chain": {"family": "inet", "table": "kmsdeploy", "name": "input", "handle": 1, "type": "filter",
+                   "hook": "input", "prio": 0, "policy": "accept"}},
+        {"rule": {"family": "inet", "table": "kmsdeploy", "chain": "input", "handle": 4, "comment": "kmsdeploy:kms-allow",
+                  "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                                      "right": 1688}}, {"counter": None}, {"accept": None}]}}]})
+    state = parse_table(raw)
+    assert state.foreign == ["counter 'c1'", "set 'blocked'"]
+    assert list(state.rules) == ["kms-allow"]

@@ -181,3 +181,37 @@ def test_settings_validation():
         transport(kmsdeploy_ssh_host_key_policy="auto-add")
     with pytest.raises(TransportError):
         transport(ansible_become=True, ansible_become_method="su")
+
+
+class DroppedChannel(FakeChannel):
+    """A channel paramiko closed because the connection died: 'exit status ready', status -1."""
+
+    def exec_command(self, command):
+        pass  # no sudo here
+
+    def shutdown_write(self):
+        self.closed = True
+        self.status = -1
+
+
+def test_connection_dropped_while_running_is_outcome_unknown_not_exit_minus_1(mocker):
+    t = transport()
+    wire(t, DroppedChannel(prompt=False), mocker)
+    t._client.get_transport.return_value.is_active.side_effect = [True, False]
+    with pytest.raises(TransportError, match="outcome is unknown") as err:
+        t.run(["nft", "-f", "-"], b"table inet kmsdeploy\n", idempotent=False)
+    assert err.value.transient
+
+
+def test_command_killed_by_a_signal_on_a_live_connection_is_status_minus_1(mocker):
+    t = transport()
+    wire(t, DroppedChannel(prompt=False), mocker)  # is_active stays True: the server sent exit-signal
+    assert t.run(["sleep", "9"], b"", idempotent=False)[0] == -1
+
+
+@pytest.mark.parametrize("vars", [{"ansible_port": "ssh"}, {"kmsdeploy_command_timeout": "soon"},
+                                  {"ansible_ssh_timeout": 0}, {"ansible_port": True}])
+def test_bad_numbers_in_host_vars_are_per_target_errors(vars):
+    with pytest.raises(TransportError) as err:
+        transport(**vars)
+    assert err.value.target == "gw01" and not err.value.transient and "positive number" in str(err.value)

@@ -222,3 +222,20 @@ def test_empty_store_reports_render(store):
 def test_unknown_report():
     with pytest.raises(ValueError):
         queries.build("nope", None, NOW)
+
+
+def test_history_filters_by_site_host_and_product_name(store):
+    """history shares the filter builder of the other reports (site -> hosts, product name ->
+    Activation IDs); the columns are qualified because history joins hosts and products."""
+    store.ingest("kms1", "hq", [ev(1, NOW - DAY, "a"), ev(2, NOW - DAY, "s", act=SRV22, min_count=5)], at=NOW)
+    store.ingest("kms2", "branch", [ev(1, NOW - DAY, "b", hresult=0xC004F074)], at=NOW)
+    assert build(store, "history")["summary"]["requests"] == 3
+    hq = build(store, "history", sites=("hq",))
+    assert (hq["summary"]["requests"], {r["host"] for r in rows(hq)}) == (2, {"kms1"})
+    assert build(store, "history", hosts=("kms2",))["summary"]["failures"] == 1
+    assert build(store, "history", sites=("nowhere",))["summary"]["requests"] == 0
+    by_name = build(store, "history", products=("windows server 2022",))
+    assert by_name["summary"]["requests"] == 1
+    assert build(store, "history", products=("{" + SRV22.upper() + "}",))["summary"]["requests"] == 1
+    fails = build(store, "history", sites=("branch",), by="site")
+    assert [(r["hresult"], r["kms_hosts"]) for r in rows(fails, "failures")] == [("0xC004F074", 1)]
