@@ -6,9 +6,7 @@ Per host, one runner payload composes existing read operations
 LicenseStatus, A.2), ``eventlog.read`` once per event ID (so that the newest 12290,
 12291 and the newest 12293/12294 of every domain are all present: ``max`` counts per
 log, A.4) and ``firewall.read`` of ``SPPSVC-In-TCP`` plus kmsdeploy's own rule group
-(C.1). Operations this build's payload schema does not offer (the sppsvc service state,
-event 12292) are recorded as ``unsupported`` and the matching checks say so; see
-docs/health-runner-patch.md for the runner/model change that adds them.
+(C.1), and ``service.read`` of sppsvc (A.1).
 
 Parallelism and retries are the rollout engine's: a thread pool of ``forks`` workers,
 :func:`kmsdeploy.planner.gather.with_retries` on transient transport errors, and the
@@ -16,7 +14,6 @@ run's :class:`~kmsdeploy.transports.base.Timeouts` for connect and operation.
 """
 from __future__ import annotations
 
-import functools
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -34,47 +31,20 @@ from ..planner.gather import with_retries
 from ..providers.base import RunContext
 from ..providers.windows import bootstrap, payload, results
 from ..providers.windows.results import RunnerOutputError
-from ..spec.schemas import load_schema
 from .rules import SPPSVC_RULE, Thresholds, kms_port, parse_resolver  # noqa: F401 - parse_resolver re-exported
 
-#: events read per ID (A.4); 12292 only when the payload schema allows it
+#: events read per ID (A.4)
 HEALTH_EVENTS = {12290: 1, 12291: 1, 12292: 1, 12293: 20, 12294: 20}
 
 
-@functools.cache
-def _payload_schema() -> dict[str, Any]:
-    return load_schema("runner-payload.json")
-
-
-def supported_event_ids(schema: Mapping[str, Any] | None = None) -> set[int]:
-    """Event IDs ``eventlog.read`` accepts in this build's payload schema."""
-    schema = schema or _payload_schema()
-    op = schema["$defs"]["ops"]["eventlog.read"]
-    return set(op["properties"]["args"]["properties"]["ids"]["items"].get("enum") or [])
-
-
-def has_op(name: str, schema: Mapping[str, Any] | None = None) -> bool:
-    schema = schema or _payload_schema()
-    return name in schema["$defs"]["ops"]
-
-
-def health_ops(owner_id: str, schema: Mapping[str, Any] | None = None) -> tuple[list[dict[str, Any]], list[Any]]:
-    """(ops of the ONE health payload, facts this build cannot read). Pure."""
+def health_ops(owner_id: str) -> list[dict[str, Any]]:
+    """The ops of the ONE health payload. Pure."""
     ops = [payload.op("licensing", "licensing.read")]
-    unsupported: list[Any] = []
-    ids = supported_event_ids(schema)
-    for eid, n in HEALTH_EVENTS.items():
-        if eid in ids:
-            ops.append(payload.op(f"events{eid}", "eventlog.read", {"ids": [eid], "max": n}))
-        else:
-            unsupported.append(eid)
-    if has_op("service.read", schema):
-        ops.append(payload.op("service", "service.read", {"name": "sppsvc"}))
-    else:
-        unsupported.append("service")
+    ops += [payload.op(f"events{eid}", "eventlog.read", {"ids": [eid], "max": n}) for eid, n in HEALTH_EVENTS.items()]
+    ops.append(payload.op("service", "service.read", {"name": "sppsvc"}))
     ops.append(payload.op("firewall", "firewall.read", {"names": [SPPSVC_RULE],
                                                         "groups": [payload.owner_group(owner_id)]}))
-    return ops, unsupported
+    return ops
 
 
 def facts_from_results(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -103,7 +73,7 @@ def facts_from_results(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_host(transport, owner_id: str) -> tuple[dict[str, Any], int]:
     """ONE runner call on an open Windows transport: (facts, WinRM requests it took)."""
-    ops, unsupported = health_ops(owner_id)
+    ops = health_ops(owner_id)
     before = transport.requests
     res = transport.run(bootstrap.command_line(), bootstrap.frame_stdin(payload.encode(ops, stop_on_error=False)),
                         idempotent=True)
@@ -115,7 +85,6 @@ def read_host(transport, owner_id: str) -> tuple[dict[str, Any], int]:
     if whole:
         raise ProviderError(f"the runner refused the payload: {whole}")
     facts = facts_from_results(doc)
-    facts["unsupported"] = unsupported
     return facts, transport.requests - before
 
 

@@ -333,8 +333,6 @@ def check_dns_publishing(lic: Mapping[str, Any], ev: Mapping[int, list]) -> Chec
 
 
 def check_renewal_timer(facts: Mapping[str, Any], ev: Mapping[int, list]) -> Check:
-    if 12292 in (facts.get("unsupported") or ()):
-        return Check("renewal_timer", SKIPPED, "this runner cannot read event 12292 (see docs/health-runner-patch.md)")
     failed = newest(ev, 12292)
     alive = newest(ev, 12290, 12294)
     evidence = {"last_12292": _event_evidence(failed), "last_sign_of_life": _event_evidence(alive)}
@@ -396,8 +394,8 @@ def counters(lic: Mapping[str, Any] | None) -> dict[str, int] | None:
 def check_failed_requests(lic: Mapping[str, Any], previous: Mapping[str, Any] | None) -> Check:
     now_c = counters(lic)
     if now_c is None:
-        return Check("failed_requests", SKIPPED, "this runner does not report KeyManagementServiceFailedRequests "
-                                                 "(see docs/health-runner-patch.md)")
+        return Check("failed_requests", SKIPPED, "the host did not report KeyManagementServiceFailedRequests "
+                                                 "(the SoftwareLicensingService read lacked the counters)")
     if previous is None:
         return Check("failed_requests", SKIPPED, "no previous result given (--previous): cannot tell whether failed "
                                                  "requests are rising", {"now": now_c})
@@ -551,8 +549,7 @@ def evaluate_host(facts: Mapping[str, Any], th: Thresholds, now: _dt.datetime,
     ``host``, ``site``, ``address``, ``names`` (names an SRV target may use), ``error``
     (the WinRM read failed: message), ``licensing`` (``licensing.read`` data), ``events``
     (``eventlog.read`` events), ``firewall`` (``firewall.read`` rules), ``service``
-    (``{"status": "Running"}`` when the runner reports it), ``unsupported`` (facts this
-    runner cannot read), ``probe`` (the TCP probe). ``previous``: this host's entry in a
+    (``{"status": "Running"}`` when the runner reports it), ``probe`` (the TCP probe). ``previous``: this host's entry in a
     previous health JSON document (for counters).
     """
     checks: list[Check] = []

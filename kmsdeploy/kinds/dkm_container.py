@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from ..errors import Diagnostic
 from ..model import Action, Change, Resource
-from ..providers.ldap_acl import (
+from .ad_acl import (
     AUTHENTICATED_USERS,
     ace_key,
     describe_ace,
@@ -39,7 +39,7 @@ from ..providers.ldap_acl import (
     normalize_guid,
     rights_to_mask,
 )
-from ..providers.ldap_names import DnError, normalize_dn, parse_principal
+from .ad_names import DnError, normalize_dn, parse_principal
 from .base import Kind, change_fields
 
 DEFAULT_INHERITANCE = "this_and_descendants"

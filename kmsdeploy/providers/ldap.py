@@ -41,8 +41,8 @@ from ..errors import KmsdeployError, ProviderError, SecretError, TransportError
 from ..model import Change, Host, Ref, Resource, Secret, SecretRef
 from ..transports.ldap import SD_FLAGS_DACL, LdapSettings, LdapTransport
 from .base import ApplyResult, Provider, RunContext
-from .ldap_acl import explicit_aces, is_protected_from_deletion, parse_sd, rebuild_dacl, to_sddl, without_protection
-from .ldap_names import (
+from ..kinds.ad_acl import explicit_aces, is_protected_from_deletion, parse_sd, rebuild_dacl, to_sddl, without_protection
+from ..kinds.ad_names import (
     DnError,
     Principal,
     dn_key,

@@ -4,7 +4,7 @@ Per host, ONE runner call (through the same bootstrap, runner and result parser 
 Windows provider) carries two operations: ``licensing.read`` (the host's own
 ``KeyManagementServiceCurrentCount``, A.2) and ``eventlog.read_activations`` (12290 events
 with EventRecordID above the host's bookmark, oldest first, at most ``page_size``;
-docs/reports-runner-patch.md defines it). Only a backlog larger than a page costs more
+schemas/runner-payload.json defines it). Only a backlog larger than a page costs more
 calls (``more: true``), in the same open WinRM shell; a steady-state re-run is one call.
 
 Hosts run in parallel (``forks`` threads doing network I/O and parsing); the store is

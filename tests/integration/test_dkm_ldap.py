@@ -176,7 +176,7 @@ def test_search_groups_are_per_naming_context():
                       (f"CN=X,CN=Configuration,{b}", [f"CN=X,CN=Configuration,{b}"]),
                       ("CN=Q,O=x", ["CN=Q,O=x"]), ("CN=R,O=x", ["CN=R,O=x"])]
     # DN and filter metacharacters arrive as data
-    from kmsdeploy.providers.ldap_names import escape_dn_value
+    from kmsdeploy.kinds.ad_names import escape_dn_value
     nasty = f"CN={escape_dn_value('a,*)(|(cn=*' + chr(92))},DC=corp"
     assert dn_filter([nasty]) == r"(distinguishedName=CN=a\5c,\2a\29\28|\28cn\5c=\2a\5c\5c,DC=corp)"
     assert dn_filter(["CN=a,DC=x", "CN=b,DC=x"]) == "(|(distinguishedName=CN=a,DC=x)(distinguishedName=CN=b,DC=x))"
@@ -331,7 +331,7 @@ def test_wrong_password_and_server_down_and_tls(samba_dc):
 def test_metacharacters_are_data(samba_dc):
     """DN and filter metacharacters in names: escaped, never injected."""
     nasty_cn = 'DKM, "x" + <y>; =z\\ #'
-    from kmsdeploy.providers.ldap_names import escape_dn_value
+    from kmsdeploy.kinds.ad_names import escape_dn_value
     dn = f"CN={escape_dn_value(nasty_cn)},CN=System,{samba_dc.base_dn}"
     # sAMAccountName cannot hold * (AD naming rules), so: parentheses and & in a group name,
     # and a star plus parentheses in a UPN -- each would change an unescaped filter.

@@ -13,9 +13,8 @@ and its 'Key Management Service' log). This module runs the WinRM endpoint in-pr
 enabled) — "port closed" is the absence of that listener. (The daemon's own listeners are
 tested in tests/integration/test_lab_kms_port.py.)
 
-The runner patch (docs/health-runner-patch.md) has landed: event 12292, the sppsvc
-service state (``service.read``) and the failed-request counters are read through the
-lab and tested at the end of this module.
+Event 12292, the sppsvc service state (``service.read``) and the failed-request
+counters are read through the lab and tested at the end of this module.
 """
 from __future__ import annotations
 
@@ -358,9 +357,9 @@ def test_previous_must_be_a_health_result(lab, tmp_path):
     assert cli(["health", "-i", lab.inventory, "--limit", "gamma", "--previous", str(bad)]) == 3
 
 
-# ---------------------------------------------------------------- the runner patch (docs/health-runner-patch.md)
+# ---------------------------------------------------------------- 12292, service.read, request counters
 
-def test_patched_checks_are_no_longer_skipped(full):
+def test_service_renewal_timer_and_counters_are_read(full):
     _, doc, _ = full
     assert check(doc, "a-green", "service")["evidence"]["sppsvc"] == {
         "name": "sppsvc", "status": "Running", "start_type": "Automatic"}

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from kmsdeploy.providers.ldap_acl import (
+from kmsdeploy.kinds.ad_acl import (
     explicit_aces, inheritance_flags, inheritance_name, is_protected_from_deletion, mask_to_rights,
     normalize_guid, normalize_mask, parse_sd, rebuild_dacl, rights_to_mask, to_sddl, without_protection,
 )

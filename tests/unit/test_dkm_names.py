@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kmsdeploy.providers.ldap_names import (
+from kmsdeploy.kinds.ad_names import (
     DnError, dn_key, escape_dn_value, escape_filter_bytes, escape_filter_value, normalize_dn, parent_dn,
     parse_dn, parse_principal, principal_filter,
 )

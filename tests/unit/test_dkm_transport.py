@@ -90,7 +90,7 @@ def test_failed_delete_puts_the_protection_back(mocker):
     from kmsdeploy.model import Action, Change, Ref, Resource
     from kmsdeploy.providers.base import RunContext
     from kmsdeploy.providers.ldap import LdapProvider
-    from kmsdeploy.providers.ldap_acl import explicit_aces, is_protected_from_deletion, parse_sd, rebuild_dacl
+    from kmsdeploy.kinds.ad_acl import explicit_aces, is_protected_from_deletion, parse_sd, rebuild_dacl
 
     data = json.loads((pathlib.Path(__file__).parent.parent / "data" / "dkm" / "samba_sd_samples.json").read_text())
     protected, _ = rebuild_dacl(base64.b64decode(data["container_default"]), [], exact=False,

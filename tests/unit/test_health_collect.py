@@ -18,28 +18,17 @@ from kmsdeploy.spec.schemas import load_schema
 DATA = Path(__file__).resolve().parents[1] / "data" / "health"
 
 
-def test_one_payload_of_existing_read_ops_valid_against_the_runner_schema():
-    ops, unsupported = collect.health_ops("site-a")
+def test_one_payload_valid_against_the_runner_schema():
+    ops = collect.health_ops("site-a")
     doc = json.loads(payload.encode(ops, stop_on_error=False))
     jsonschema.validate(doc, load_schema("runner-payload.json"))
     names = [o["op"] for o in ops]
     assert names.count("licensing.read") == 1 and names.count("firewall.read") == 1
+    assert names.count("service.read") == 1
     fw = next(o for o in ops if o["op"] == "firewall.read")
     assert fw["args"] == {"names": ["SPPSVC-In-TCP"], "groups": ["kmsdeploy:site-a"]}
     asked = {o["args"]["ids"][0] for o in ops if o["op"] == "eventlog.read"}
-    assert {12290, 12291, 12293, 12294} <= asked
-    assert set(unsupported) == ({12292, 12290, 12291, 12293, 12294} - asked) | ({"service"} - (
-        {"service"} if collect.has_op("service.read") else set()))
-
-
-def test_feature_detection_follows_the_schema():
-    schema = json.loads(json.dumps(load_schema("runner-payload.json")))
-    schema["$defs"]["ops"]["eventlog.read"]["properties"]["args"]["properties"]["ids"]["items"]["enum"].append(12292)
-    schema["$defs"]["ops"]["service.read"] = {}
-    ops, unsupported = collect.health_ops("default", schema)
-    assert unsupported == []
-    assert any(o["op"] == "service.read" for o in ops)
-    assert any(o.get("args", {}).get("ids") == [12292] for o in ops)
+    assert asked == {12290, 12291, 12292, 12293, 12294}
 
 
 def test_facts_from_a_captured_result():
@@ -49,7 +38,7 @@ def test_facts_from_a_captured_result():
     assert sorted(e["id"] for e in f["events"]) == [12290, 12293, 12294]
     assert f["firewall"] is None and "Access is denied" in f["read_errors"]["firewall"]
     th = rules.Thresholds()
-    host = rules.evaluate_host({"host": "k", "site": None, "address": "a", **f, "unsupported": [12292, "service"]},
+    host = rules.evaluate_host({"host": "k", "site": None, "address": "a", **f},
                                th, rules.parse_time("2024-05-01T12:00:00Z"))
     by = {c["check"]: c for c in host["checks"]}
     assert by["count"]["evidence"]["current_count"] == -1  # uint32 -1

@@ -35,7 +35,7 @@ def facts(licensing=None, events=(), firewall=(SPPSVC,), probe_open=True, **extr
     f = {"host": "kms1", "site": "hq", "address": "127.0.0.5", "names": ["kms1.corp.example", "kms1"],
          "licensing": lic() if licensing is None else licensing,
          "events": list(events) if events else [ev(12290, at(minutes=5))],
-         "firewall": list(firewall), "unsupported": [],
+         "firewall": list(firewall),
          "probe": {"address": "127.0.0.5", "port": 1688, "open": probe_open, "error": None if probe_open else "connection refused"}}
     f.update(extra)
     return f
@@ -159,7 +159,6 @@ def test_service_state_when_the_runner_reports_it():
 def test_renewal_timer_12292():
     assert check(host(facts(events=[ev(12290, at(hours=2)), ev(12292, at(hours=1))])), "renewal_timer")["status"] == CRITICAL
     assert check(host(facts(events=[ev(12292, at(hours=2)), ev(12290, at(hours=1))])), "renewal_timer")["status"] == OK
-    assert check(host(facts(unsupported=[12292])), "renewal_timer")["status"] == SKIPPED
 
 
 @pytest.mark.parametrize("status,expected", [(1, OK), (0, CRITICAL), (2, CRITICAL), (5, CRITICAL)])

@@ -18,7 +18,7 @@ END = datetime(2025, 3, 1, tzinfo=timezone.utc)
 
 
 class FakeHosts:
-    """Per host: a list of event records; answers like the runner would (see docs/reports-runner-patch.md)."""
+    """Per host: a list of event records; answers like the runner's ``eventlog.read_activations`` would (schemas/runner-payload.json)."""
 
     def __init__(self, logs, counts, *, down=(), oldest=None):
         self.logs, self.counts, self.down, self.oldest = logs, counts, set(down), oldest or {}

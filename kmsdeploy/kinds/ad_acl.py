@@ -38,7 +38,7 @@ from winacl.dtyp.guid import GUID
 from winacl.dtyp.security_descriptor import SE_SACL, SECURITY_DESCRIPTOR
 from winacl.dtyp.sid import SID
 
-from .ldap_names import WELL_KNOWN_NAMES
+from .ad_names import WELL_KNOWN_NAMES
 
 # --- rights -----------------------------------------------------------------------------
 

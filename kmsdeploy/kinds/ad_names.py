@@ -1,4 +1,8 @@
-"""Pure name handling for the LDAP provider: DNs (RFC 4514), filters (RFC 4515), principals.
+"""Pure name handling for AD objects: DNs (RFC 4514), filters (RFC 4515), principals.
+
+Used by the ``dkm_container`` kind (to normalise and check specs) and by the LDAP
+provider (to build requests); it lives beside the kinds because kinds must not import
+providers.
 
 Nothing here does I/O. Every value that comes from a spec and ends up in a DN or a
 search filter goes through :func:`escape_dn_value` or :func:`escape_filter_value`, so
