@@ -394,8 +394,8 @@ def counters(lic: Mapping[str, Any] | None) -> dict[str, int] | None:
 def check_failed_requests(lic: Mapping[str, Any], previous: Mapping[str, Any] | None) -> Check:
     now_c = counters(lic)
     if now_c is None:
-        return Check("failed_requests", SKIPPED, "the host did not report KeyManagementServiceFailedRequests "
-                                                 "(the SoftwareLicensingService read lacked the counters)")
+        return Check("failed_requests", SKIPPED, "the host's SoftwareLicensingService read did not report "
+                                                 "KeyManagementServiceFailedRequests")
     if previous is None:
         return Check("failed_requests", SKIPPED, "no previous result given (--previous): cannot tell whether failed "
                                                  "requests are rising", {"now": now_c})
@@ -549,8 +549,8 @@ def evaluate_host(facts: Mapping[str, Any], th: Thresholds, now: _dt.datetime,
     ``host``, ``site``, ``address``, ``names`` (names an SRV target may use), ``error``
     (the WinRM read failed: message), ``licensing`` (``licensing.read`` data), ``events``
     (``eventlog.read`` events), ``firewall`` (``firewall.read`` rules), ``service``
-    (``{"status": "Running"}`` when the runner reports it), ``probe`` (the TCP probe). ``previous``: this host's entry in a
-    previous health JSON document (for counters).
+    (``{"status": "Running"}`` when the runner reports it), ``probe`` (the TCP probe).
+    ``previous``: this host's entry in a previous health JSON document (for counters).
     """
     checks: list[Check] = []
     lic = facts.get("licensing")
