@@ -29,6 +29,9 @@ from .yamlpos import YDict, YList
 MAX_DEPTH = 20
 _MARKERS = ("{{", "{%", "{#")
 _UNDEFINED = re.compile(r"^'([^']+)' is undefined$")
+#: Jinja2 names the Python class of a host's variables (hostvars[h]); users know them as host variables
+_SCOPE_ATTR = re.compile(r"^'kmsdeploy\.spec\.template\.Scope object' has no attribute '([^']+)'$")
+_HOSTVARS_KEY = re.compile(r"^'kmsdeploy\.spec\.template\.LazyMap object' has no attribute '([^']+)'$")
 
 
 def is_template(value: Any) -> bool:
@@ -147,6 +150,12 @@ class Renderer:
             m = _UNDEFINED.match(e.message or "")
             if m:
                 raise TemplateError(f"undefined variable '{m.group(1)}'") from None
+            m = _SCOPE_ATTR.match(e.message or "")
+            if m:
+                raise TemplateError(f"undefined host variable '{m.group(1)}' (in hostvars)") from None
+            m = _HOSTVARS_KEY.match(e.message or "")
+            if m:
+                raise TemplateError(f"no host '{m.group(1)}' in the inventory (hostvars)") from None
             raise TemplateError(f"undefined value: {e.message}") from None
         except SecurityError as e:
             raise TemplateError(f"unsafe template (blocked by the sandbox): {e}") from None

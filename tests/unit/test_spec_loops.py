@@ -303,3 +303,22 @@ def test_example_estate_with_loops_plans_what_the_written_out_version_does(name)
     assert "for_each" in looped.read_text() and "for_each" not in written.read_text()
     got, want = _plan_set([looped]), _plan_set([written])
     assert got == want and len(got) >= 4
+
+
+def test_hostvars_mistakes_read_as_host_variables(tmp_path):
+    errors = _errors(tmp_path, """
+    - name: p
+      hosts: dns_servers
+      resources:
+        - kind: dns_record
+          for_each: [kms0101, kms9999]
+          zone: corp.example
+          name: "{{ item }}"
+          type: A
+          addresses: ["{{ hostvars[item].ansible_hostt }}"]
+    """)
+    assert errors == [
+        f"{tmp_path}/pb.yml:10:19: for_each[kms0101]: undefined host variable 'ansible_hostt' (in hostvars) "
+        f"(loop at {tmp_path}/pb.yml:6:17) (host dns1)",
+        f"{tmp_path}/pb.yml:10:19: for_each[kms9999]: no host 'kms9999' in the inventory (hostvars) "
+        f"(loop at {tmp_path}/pb.yml:6:17) (host dns1)"]
