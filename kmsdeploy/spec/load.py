@@ -306,6 +306,12 @@ class _Loader:
             self.diags.add(_diag(problem or "unknown kind", res.value_loc("kind")))
             return
         body = YDict({k: v for k, v in res.items() if k != "kind"}).copy_meta(res)
+        for ansible_word in ("loop", "with_items", "with_dict"):
+            if ansible_word in body and "for_each" not in body:
+                # Ansible's spelling; without this hint the user sees "undefined variable 'item'"
+                self.diags.add(_diag(f"{ansible_word}: is Ansible's loop keyword; kmsdeploy loops with for_each: "
+                                     "(item, each.key and each.value are available)", res.key_loc(ansible_word)))
+                return
         syntax_ok = True
         for vpath, err in self.renderer.check_syntax(body):
             syntax_ok = False

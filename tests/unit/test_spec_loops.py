@@ -322,3 +322,20 @@ def test_hostvars_mistakes_read_as_host_variables(tmp_path):
         f"(loop at {tmp_path}/pb.yml:6:17) (host dns1)",
         f"{tmp_path}/pb.yml:10:19: for_each[kms9999]: no host 'kms9999' in the inventory (hostvars) "
         f"(loop at {tmp_path}/pb.yml:6:17) (host dns1)"]
+
+
+@pytest.mark.parametrize("word", ["loop", "with_items"])
+def test_ansible_loop_keywords_point_to_for_each(tmp_path, word):
+    errors = _errors(tmp_path, f"""
+    - name: p
+      hosts: dns_servers
+      resources:
+        - kind: dns_record
+          {word}: [a, b]
+          zone: corp.example
+          name: "{{{{ item }}}}"
+          type: A
+          addresses: [192.0.2.1]
+    """)
+    assert errors == [f"{tmp_path}/pb.yml:6:7: {word}: is Ansible's loop keyword; kmsdeploy loops with for_each: "
+                      "(item, each.key and each.value are available)"]
