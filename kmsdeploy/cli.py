@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .health import command as health_command
     health_command.add_parser(sub)
+    from .preflight import command as preflight_command
+    preflight_command.add_parser(sub)
 
     lab = sub.add_parser("lab", help="a local lab of simulated branch infrastructure").add_subparsers(
         dest="lab_verb", required=True, metavar="ACTION")
