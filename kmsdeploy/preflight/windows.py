@@ -40,7 +40,7 @@ def largest_chunk(ops: Sequence[Mapping[str, Any]], *, limit: int = payload.PAYL
         if size + n > limit and size > base:
             size = base
         size += n
-        best = max(best, size)
+        best = max(best, size - 1)  # the cutter counts a comma per op; the first op has none
     return best
 
 
