@@ -6,7 +6,8 @@ the hosts the playbooks' resources target, or, without playbooks, every inventor
 clock...). Per connection type:
 
 * ``winrm``: one runner call with the ``system.preflight`` op (:mod:`.windows`);
-* ``rfc2136``: one TCP connection to the DNS server (:mod:`.dns`).
+* ``rfc2136``: one TCP connection to the DNS server (:mod:`.dns`);
+* ``ssh``: one command on the Linux gateway, with its become (:mod:`.gateway`).
 
 Other connection types are listed with a ``skipped`` check saying preflight does not
 examine them yet (they are never counted green).
@@ -111,7 +112,15 @@ def check_dns(host: Host, resources: Sequence[Resource], ctx: RunContext, transp
     return {"checks": checks, "requests": exchanges}
 
 
-CHECKERS: dict[str, Callable[..., dict[str, Any]]] = {"winrm": check_windows, "rfc2136": check_dns}
+def check_gateway(host: Host, resources: Sequence[Resource], ctx: RunContext, transport_for) -> dict[str, Any]:
+    from . import gateway
+
+    checks, requests = gateway.check_target(host, resources, ctx, transport_for)
+    return {"checks": checks, "requests": requests}
+
+
+CHECKERS: dict[str, Callable[..., dict[str, Any]]] = {"winrm": check_windows, "rfc2136": check_dns,
+                                                      "ssh": check_gateway}
 
 
 def check_one(host: Host, resources: Sequence[Resource], ctx: RunContext,
