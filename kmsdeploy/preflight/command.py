@@ -7,10 +7,10 @@ clock...). Per connection type:
 
 * ``winrm``: one runner call with the ``system.preflight`` op (:mod:`.windows`);
 * ``rfc2136``: one TCP connection to the DNS server (:mod:`.dns`);
-* ``ssh``: one command on the Linux gateway, with its become (:mod:`.gateway`).
+* ``ssh``: one command on the Linux gateway, with its become (:mod:`.gateway`);
+* ``ldap``: one bound connection to the domain controller, a fixed number of searches (:mod:`.ldap`).
 
-Other connection types are listed with a ``skipped`` check saying preflight does not
-examine them yet (they are never counted green).
+Any other connection type is listed with a ``skipped`` check (never counted green).
 
 Exit codes (monitoring-plugin convention, like ``health``): 0 all good, 1 warnings,
 2 a target cannot run the plan, 3 a target was not reached (or preflight could not run:
@@ -119,8 +119,15 @@ def check_gateway(host: Host, resources: Sequence[Resource], ctx: RunContext, tr
     return {"checks": checks, "requests": requests}
 
 
+def check_ldap(host: Host, resources: Sequence[Resource], ctx: RunContext, transport_for) -> dict[str, Any]:
+    from . import ldap
+
+    checks, requests = ldap.check_target(host, resources, ctx, transport_for)
+    return {"checks": checks, "requests": requests}
+
+
 CHECKERS: dict[str, Callable[..., dict[str, Any]]] = {"winrm": check_windows, "rfc2136": check_dns,
-                                                      "ssh": check_gateway}
+                                                      "ssh": check_gateway, "ldap": check_ldap}
 
 
 def check_one(host: Host, resources: Sequence[Resource], ctx: RunContext,
