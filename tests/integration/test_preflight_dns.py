@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 import yaml
 
 from kmsdeploy.cli import main
+from kmsdeploy.spec.schemas import load_schema
 from kmsdeploy.lab.bind import BindServer, free_port
 from tests.services.winlab import WORKER
 
@@ -58,8 +60,9 @@ def run(tmp_path, capsys, server: BindServer, resources: list[dict], **host_vars
     pb.write_text(yaml.safe_dump([{"name": "dns", "hosts": "dns1", "resources": resources}], sort_keys=False))
     capsys.readouterr()
     rc = main(["preflight", "-i", str(inv), str(pb), "--format", "json"])
-    out = capsys.readouterr().out
-    return rc, json.loads(out)
+    doc = json.loads(capsys.readouterr().out)
+    jsonschema.validate(doc, load_schema("preflight.schema.json"))
+    return rc, doc
 
 
 def checks(doc: dict) -> dict[str, dict]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
 from kmsdeploy.cli import main
+from kmsdeploy.spec.schemas import load_schema
 from tests.services.netns import NOPASSWD_USER, sh
 
 pytestmark = pytest.mark.integration
@@ -44,6 +46,7 @@ def run(gw, tmp_path, capsys, **overrides) -> tuple[int, dict]:
     capsys.readouterr()
     rc = main(["preflight", "-i", str(tmp_path / "inv.yml"), str(tmp_path / "gw.yml"), "--format", "json"])
     doc = json.loads(capsys.readouterr().out)
+    jsonschema.validate(doc, load_schema("preflight.schema.json"))
     assert ruleset(gw) == before  # read-only
     assert doc["targets"][0]["requests"] == 1, doc  # one command over one connection
     return rc, doc

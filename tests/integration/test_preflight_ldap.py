@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 
 from kmsdeploy.cli import main
+from kmsdeploy.spec.schemas import load_schema
 from tests.services.samba import unique  # samba_dc comes from the tests.services.samba plugin (conftest)
 
 pytestmark = pytest.mark.integration
@@ -30,7 +32,9 @@ def write(dc, tmp_path, containers: list[str], **host_over) -> list[str]:
 def run(capsys, args) -> tuple[int, dict]:
     capsys.readouterr()
     rc = main(["preflight", *args, "--format", "json"])
-    return rc, json.loads(capsys.readouterr().out)
+    doc = json.loads(capsys.readouterr().out)
+    jsonschema.validate(doc, load_schema("preflight.schema.json"))
+    return rc, doc
 
 
 def checks(doc) -> dict[str, dict]:

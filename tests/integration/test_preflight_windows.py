@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
@@ -20,6 +21,7 @@ from kmsdeploy.cli import main
 from kmsdeploy.lab.model import DEFAULT_MSI_PATH
 from kmsdeploy.lab.model.state import host_file
 from kmsdeploy.lab.model.system import initial_state
+from kmsdeploy.spec.schemas import load_schema
 from tests.services.winlab import MODE, WinLab, start_winlab
 
 pytestmark = pytest.mark.integration
@@ -82,7 +84,11 @@ class Pf:
         assert host_file(self.lab.model.store.dir, host).read_bytes() == before_state
         assert len(self.lab.payloads.get(host, [])) == before_payloads + 1
         assert [o["op"] for o in self.lab.payloads[host][-1]["ops"]] == ["system.preflight"]
-        return rc, (json.loads(out) if fmt == "json" else out)
+        if fmt == "json":
+            doc = json.loads(out)
+            jsonschema.validate(doc, load_schema("preflight.schema.json"))
+            return rc, doc
+        return rc, out
 
     def reset(self, host: str) -> None:
         self.lab.model.set_system(host, **initial_state())
@@ -255,4 +261,6 @@ def test_bad_inventory_is_unknown_without_traceback(tmp_path, capsys):
     rc = main(["preflight", "-i", str(inv), "--format", "json"])
     got = capsys.readouterr()
     assert rc == 3 and "Traceback" not in got.err
-    assert json.loads(got.out)["status"] == "unknown"
+    doc = json.loads(got.out)
+    assert doc["status"] == "unknown" and doc["error"]
+    jsonschema.validate(doc, load_schema("preflight.schema.json"))
