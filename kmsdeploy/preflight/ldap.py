@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ..errors import AuthenticationError, TransportError
-from ..kinds.ad_acl import _winacl_ace_to_dict, parse_sd
+from ..kinds.ad_acl import dacl_aces, parse_sd
 from ..kinds.ad_names import DnError, dn_key, parent_dn
 from ..model import Host, Resource
 from ..providers.base import RunContext
@@ -42,11 +42,8 @@ def granted(sd_bytes: bytes, sids: set[str], needed: int, *, owner_rights: bool 
     allow = deny = 0
     if owner_rights and sd.Owner is not None and str(sd.Owner) in sids:
         allow |= WRITE_DAC | 0x20000  # the owner may always read and write the DACL
-    for ace in (sd.Dacl.aces if sd.Dacl else []):
-        if int(ace.AceFlags) & INHERIT_ONLY:
-            continue
-        d = _winacl_ace_to_dict(ace, {})
-        if d is None or d["sid"] not in sids:
+    for flags, d in dacl_aces(sd):
+        if flags & INHERIT_ONLY or d["sid"] not in sids:
             continue
         if d["object_type"] not in (None, CONTAINER_CLASS):
             continue

@@ -219,15 +219,21 @@ def test_clock_skew(pf):
     broken_then_fixed(pf, "pf-clock", [kms()], "clock", "critical", "Kerberos", clock_offset_s=-900)
 
 
-def test_one_round_trip_whatever_the_number_of_resources(pf, capsys):
+def test_one_round_trip_whatever_the_number_of_resources(pf, lab, capsys):
+    seen = lab.requests("pf-many")
     rc, small = pf.run("pf-many", [kms(), rule(0)])
+    server_small, seen = lab.requests("pf-many") - seen, lab.requests("pf-many")
     rc2, big = pf.run("pf-many", [kms(), *[rule(i) for i in range(40)]])
+    server_big = lab.requests("pf-many") - seen
     assert rc == rc2 == 0
     n_small, n_big = small["targets"][0]["requests"], big["targets"][0]["requests"]
     assert n_small == n_big and 0 < n_small <= 10, (n_small, n_big)
+    # the endpoint's own counter: one shell, one command, the same whatever the plan holds
+    assert server_small == server_big == 9, (server_small, server_big)
     assert big["targets"][0]["needs"]["largest_payload"] > small["targets"][0]["needs"]["largest_payload"]
     with capsys.disabled():
-        print(f"\npreflight: {n_small} WinRM requests per host ({MODE}), 2 or 41 resources")
+        print(f"\npreflight: {server_small} WinRM requests per host at the endpoint ({MODE}; {n_small} of them "
+              "for the one runner call), 2 or 41 resources")
 
 
 def test_unreachable_host_is_exit_3_and_the_reachable_one_is_still_checked(pf, lab):
