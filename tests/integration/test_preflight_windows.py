@@ -270,3 +270,16 @@ def test_bad_inventory_is_unknown_without_traceback(tmp_path, capsys):
     doc = json.loads(got.out)
     assert doc["status"] == "unknown" and doc["error"]
     jsonschema.validate(doc, load_schema("preflight.schema.json"))
+
+
+def test_inventory_only_checks_what_needs_no_plan(pf, lab):
+    inv = lab.inventory(pf.tmp / "inventory.yml", ["pf-ok"])
+    before = len(lab.payloads.get("pf-ok", []))
+    pf.capsys.readouterr()
+    rc = main(["preflight", "-i", str(inv), "--format", "json"])
+    doc = json.loads(pf.capsys.readouterr().out)
+    jsonschema.validate(doc, load_schema("preflight.schema.json"))
+    got = checks(doc)
+    assert rc == 0 and got["powershell"]["status"] == "ok" and got["rights"]["status"] == "ok"
+    assert got["licensing"]["status"] == "skipped" and doc["targets"][0]["needs"]["kinds"] == []
+    assert len(lab.payloads["pf-ok"]) == before + 1
