@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .health import command as health_command
     health_command.add_parser(sub)
+    from .preflight import command as preflight_command
+    preflight_command.add_parser(sub)
 
     lab = sub.add_parser("lab", help="a local lab of simulated branch infrastructure").add_subparsers(
         dest="lab_verb", required=True, metavar="ACTION")
@@ -91,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--seed", type=int, default=1, help="seed of the simulated population (default 1)")
             sp.add_argument("--net", help="first three octets of the simulated hosts' loopback addresses "
                                           "(default $KMSDEPLOY_LAB_NET or 127.0.1)")
+            sp.add_argument("--windows-fact", action="append", default=[], metavar="[HOST:]KEY=VALUE",
+                            help="make a fact `kmsdeploy preflight` reads wrong on every (or one) simulated Windows "
+                                 "host, e.g. language_mode=ConstrainedLanguage, max_envelope_kb=32, admin=false, "
+                                 "clock_offset_s=900 (repeatable; see docs/preflight.md)")
         sp.set_defaults(func=cmd_lab)
 
     rep = sub.add_parser("report", help="run reports (merge) and activation reports").add_subparsers(
@@ -293,7 +299,7 @@ def cmd_lab(args) -> int:
 
     if args.lab_verb == "up":
         state = manager.up(args.state_dir, sites=args.sites, clients=args.clients, days=args.days, seed=args.seed,
-                           net=args.net)
+                           net=args.net, windows_facts=args.windows_fact)
         st = manager.status(args.state_dir)
         out(f"Lab up in {st['state_dir']}\n  DNS: {st['dns']}\n  sites: {', '.join(state['sites'])}\n"
             + (f"  Windows: {st['windows']}\n" if st.get("windows") else "")
