@@ -243,3 +243,49 @@ def test_parse_reports_the_vault_id():
     assert parse(encrypt("x", "p", vault_id="prod")).vault_id == "prod"
     assert parse(encrypt("x", "p")).vault_id is None
     assert vault.split_vault_id("a@b@c") == ("a", "b@c") and vault.split_vault_id("file") == ("default", "file")
+
+
+# ---------------------------------------------------------------------------- command line
+
+def vaulted_inventory(tmp_path: Path) -> Path:
+    inv = tmp_path / "inv"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "hosts.yml").write_text("all:\n  children:\n    kms_hosts:\n      hosts:\n        k1: {}\n")
+    (inv / "group_vars" / "kms_hosts.yml").write_text(encrypt(
+        "ansible_connection: winrm\nansible_user: svc\nvault_pw: the-winrm-password-1\n", PASSWORD))
+    return inv
+
+
+@pytest.mark.parametrize("how", ["flag", "vault-id", "env-file", "env-list"])
+def test_every_way_to_give_the_password(tmp_path, capsys, monkeypatch, how):
+    from kmsdeploy.cli import main
+
+    inv = vaulted_inventory(tmp_path)
+    pw = write(tmp_path / "pw", PASSWORD + "\n")
+    book = tmp_path / "book.yml"
+    book.write_text("- name: p\n  hosts: kms_hosts\n  resources: []\n")
+    for var in ("ANSIBLE_VAULT_PASSWORD_FILE", "ANSIBLE_VAULT_IDENTITY_LIST", "ANSIBLE_VAULT_ID_MATCH"):
+        monkeypatch.delenv(var, raising=False)
+    extra = {"flag": ["--vault-password-file", str(pw)], "vault-id": ["--vault-id", f"x@{pw}"]}.get(how, [])
+    if how == "env-file":
+        monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", str(pw))
+    if how == "env-list":
+        monkeypatch.setenv("ANSIBLE_VAULT_IDENTITY_LIST", f"x@{pw}")
+    assert main(["validate", "-i", str(inv), str(book), *extra]) == 0
+    out = capsys.readouterr()
+    assert "the-winrm-password-1" not in out.out + out.err
+
+
+def test_health_and_report_collect_take_the_flags(tmp_path, capsys, monkeypatch):
+    from kmsdeploy.cli import main
+
+    monkeypatch.delenv("ANSIBLE_VAULT_PASSWORD_FILE", raising=False)
+    monkeypatch.delenv("ANSIBLE_VAULT_IDENTITY_LIST", raising=False)
+    inv = vaulted_inventory(tmp_path)
+    missing = tmp_path / "no-such-file"
+    assert main(["health", "-i", str(inv), "--vault-password-file", str(missing)]) == 3
+    assert f"vault password file {missing}: not found" in capsys.readouterr().err
+    assert main(["report", "collect", "-i", str(inv), "--store", str(tmp_path / "s.db"),
+                 "--vault-password-file", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert f"vault password file {missing}: not found" in err and "Traceback" not in err
