@@ -12,7 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .argtypes import non_negative_int, positive_int
+from .argtypes import add_vault_options, non_negative_int, positive_int, vault_secrets
 from .errors import KmsdeployError, PlanError, SpecError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_BUDGET = 0, 1, 2, 3
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, inventory_required=False):
         sp.add_argument("-i", "--inventory", required=inventory_required, help="Ansible-style YAML inventory")
         sp.add_argument("--limit", help="restrict targets to an inventory pattern (hosts, groups, sites)")
+        add_vault_options(sp)
 
     def run_opts(sp):
         sp.add_argument("--forks", type=positive_int, default=None, help="targets handled in parallel (default: the play's rollout.forks, else 25)")
@@ -73,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_facts_collect)
 
     from .health import command as health_command
-    health_command.add_parser(sub)
+    add_vault_options(health_command.add_parser(sub))
     from .preflight import command as preflight_command
-    preflight_command.add_parser(sub)
+    add_vault_options(preflight_command.add_parser(sub))
 
     lab = sub.add_parser("lab", help="a local lab of simulated branch infrastructure").add_subparsers(
         dest="lab_verb", required=True, metavar="ACTION")
@@ -143,12 +144,13 @@ def run_context(args):
                       retries=getattr(args, "retries", 2), backup_dir=getattr(args, "backup_dir", None))
 
 
-def load(playbooks: Sequence[str], inventory: str | None, *, resolve_secrets: bool, limit: str | None = None):
+def load(playbooks: Sequence[str], inventory: str | None, *, resolve_secrets: bool, limit: str | None = None,
+         vault=None):
     from .spec.load import load_specs
 
     return load_specs([os.path.abspath(p) for p in playbooks],
                       os.path.abspath(inventory) if inventory else None,
-                      resolve_secrets=resolve_secrets, limit=limit)
+                      resolve_secrets=resolve_secrets, limit=limit, vault=vault)
 
 
 def renderer(fmt: str, verbose: bool = False) -> Callable[[dict], str]:
@@ -174,7 +176,7 @@ def err(text: str) -> None:
 # ---------------------------------------------------------------- verbs
 
 def cmd_validate(args) -> int:
-    specs = load(args.playbooks, args.inventory, resolve_secrets=False, limit=args.limit)
+    specs = load(args.playbooks, args.inventory, resolve_secrets=False, limit=args.limit, vault=vault_secrets(args))
     for w in specs.warnings:
         err(str(w))
     targets = len({r.ref.target for r in specs.resources})
@@ -188,8 +190,8 @@ def cmd_plan(args) -> int:
     from .documents import write_document
     from .render.document import has_pending, plan_document
 
-    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=args.facts is None, limit=args.limit),
-                           args.shard)
+    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=args.facts is None, limit=args.limit,
+                                vault=vault_secrets(args)), args.shard)
     plan, _ = workflow.plan(specs, run_context(args), forks=args.forks, facts_path=args.facts)
     doc = plan_document(plan)
     out(renderer(args.format, args.verbose)(doc))
@@ -220,14 +222,15 @@ def cmd_apply(args) -> int:
         if saved_source.get("inventory"):
             args.inventory = saved_source["inventory"]
         specs, plan = workflow.check_saved_plan(
-            args.playbooks[0], lambda pbs, inv: load(pbs, inv, resolve_secrets=True, limit=args.limit),
+            args.playbooks[0], lambda pbs, inv: load(pbs, inv, resolve_secrets=True, limit=args.limit, vault=vault_secrets(args)),
             run_context(args), forks=args.forks)
         specs = workflow.shard(specs, args.shard)
         approved = True  # the saved plan is the approval
     else:
         if not args.inventory:
             raise PlanError("apply needs an inventory (-i INVENTORY) or a saved plan file")
-        specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit), args.shard)
+        specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit,
+                                    vault=vault_secrets(args)), args.shard)
         plan, _ = workflow.plan(specs, run_context(args), forks=args.forks)
         approved = args.auto_approve
     doc = plan_document(plan)
@@ -284,7 +287,8 @@ def cmd_facts_collect(args) -> int:
     from . import workflow
     from .documents import write_document
 
-    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit), args.shard)
+    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit,
+                                vault=vault_secrets(args)), args.shard)
     doc = workflow.collect_facts(specs, run_context(args), forks=args.forks)
     write_document(doc, args.out)
     bad = [t for t, v in doc["targets"].items() if v["error"]]

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from .. import __version__
-from ..argtypes import positive_int
+from ..argtypes import positive_int, vault_secrets
 from ..errors import KmsdeployError, SecretError, SpecError
 from ..model import Host, Resource, Specs
 from ..providers.base import RunContext
@@ -65,27 +65,28 @@ def add_parser(subparsers):
 
 # ---------------------------------------------------------------------------- loading
 
-def load(inventory: str, playbooks: Sequence[str], limit: str | None) -> tuple[Specs, list[str]]:
+def load(inventory: str, playbooks: Sequence[str], limit: str | None, vault=None) -> tuple[Specs, list[str]]:
     """(specs, target names in inventory order). Secrets are not resolved here."""
     from ..spec.load import load_specs
 
     inventory = os.path.abspath(inventory)
     if playbooks:
-        specs = load_specs([os.path.abspath(p) for p in playbooks], inventory, resolve_secrets=False, limit=limit)
+        specs = load_specs([os.path.abspath(p) for p in playbooks], inventory, resolve_secrets=False, limit=limit,
+                           vault=vault)
         wanted = {r.ref.target for r in specs.resources}
         return specs, [h for h in specs.hosts if h in wanted]
     with tempfile.TemporaryDirectory(prefix="kmsdeploy-preflight-") as tmp:
         path = os.path.join(tmp, "preflight.yml")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write("- name: kmsdeploy preflight\n  hosts: all\n  resources: []\n")
-        specs = load_specs([path], inventory, resolve_secrets=False, limit=limit)
+        specs = load_specs([path], inventory, resolve_secrets=False, limit=limit, vault=vault)
     return specs, list(specs.hosts)
 
 
-def _resolved(host: Host) -> Host:
+def _resolved(host: Host, vault=None) -> Host:
     from ..health.command import resolve_host_secrets
 
-    return resolve_host_secrets(host)
+    return resolve_host_secrets(host, vault)
 
 
 # ---------------------------------------------------------------------------- one target
@@ -131,7 +132,7 @@ CHECKERS: dict[str, Callable[..., dict[str, Any]]] = {"winrm": check_windows, "r
 
 
 def check_one(host: Host, resources: Sequence[Resource], ctx: RunContext,
-              transport_for: Callable[[Host, RunContext], Any] | None) -> dict[str, Any]:
+              transport_for: Callable[[Host, RunContext], Any] | None, vault=None) -> dict[str, Any]:
     """The result of one target; never raises for the target's own problems."""
     from ..providers import connection_type, get
 
@@ -143,7 +144,7 @@ def check_one(host: Host, resources: Sequence[Resource], ctx: RunContext,
         entry["checks"] = [Check("preflight", SKIPPED, f"preflight does not examine {conn} targets yet")]
     else:
         try:
-            host = _resolved(host)
+            host = _resolved(host, vault)
             tf = transport_for or get(conn).transport
             entry.update(checker(host, resources, ctx, tf))
         except SecretError as exc:
@@ -164,9 +165,9 @@ def check_one(host: Host, resources: Sequence[Resource], ctx: RunContext,
 
 def preflight(inventory: str, playbooks: Sequence[str] = (), *, limit: str | None = None, forks: int = 25,
               timeout: float | None = None, owner_id: str = "default",
-              transport_for: Callable[[Host, RunContext], Any] | None = None) -> dict[str, Any]:
+              transport_for: Callable[[Host, RunContext], Any] | None = None, vault=None) -> dict[str, Any]:
     """The preflight document (raises KmsdeployError when it cannot run at all)."""
-    specs, names = load(inventory, playbooks, limit)
+    specs, names = load(inventory, playbooks, limit, vault)
     ctx = RunContext(timeouts=Timeouts(connect=timeout) if timeout else Timeouts(), owner_id=owner_id,
                      base_dir=os.path.dirname(os.path.abspath(inventory)))
     by_target: dict[str, list[Resource]] = {n: [] for n in names}
@@ -175,7 +176,7 @@ def preflight(inventory: str, playbooks: Sequence[str] = (), *, limit: str | Non
             by_target[r.ref.target].append(r)
     checked = _dt.datetime.now(_dt.timezone.utc)
     with ThreadPoolExecutor(max_workers=max(1, min(forks, len(names) or 1))) as pool:
-        jobs = [pool.submit(check_one, specs.hosts[n], by_target[n], ctx, transport_for) for n in names]
+        jobs = [pool.submit(check_one, specs.hosts[n], by_target[n], ctx, transport_for, vault) for n in names]
         targets = [j.result() for j in jobs]
     return render.document(targets, checked_at=checked, version=__version__, inventory=specs.inventory,
                            playbooks=list(specs.playbooks) if playbooks else [])
@@ -185,7 +186,7 @@ def run(args) -> int:
     """The ``preflight`` verb. User errors are UNKNOWN (exit 3), never a traceback."""
     try:
         doc = preflight(args.inventory, args.playbooks, limit=args.limit, forks=args.forks or 25,
-                        timeout=args.timeout, owner_id=args.owner_id)
+                        timeout=args.timeout, owner_id=args.owner_id, vault=vault_secrets(args))
     except KmsdeployError as exc:
         lines = [str(d) for d in exc.diagnostics] if isinstance(exc, SpecError) else [str(exc)]
         for line in lines:

@@ -23,6 +23,7 @@ becomes a :class:`~kmsdeploy.model.SecretRef`.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -30,9 +31,10 @@ from typing import Any, Mapping
 from ..errors import Diagnostic, SpecError
 from ..model import Host, Location
 from .schemas import SchemaSet
-from .secrets import is_secret_mapping, to_ref
+from .secrets import is_secret_mapping, sensitive, to_ref
 from .validate import schema_diagnostics
-from .yamlpos import YDict, YList, load_yaml
+from .vault import VaultError, VaultSecrets, decrypt, is_vault
+from .yamlpos import YDict, YList, load_yaml, parse_yaml
 
 VARS_EXTENSIONS = (".yml", ".yaml", ".json")
 SITES_GROUP = "sites"
@@ -95,9 +97,10 @@ def secret_refs(value: Any, declared_in: str, loc: Location | None = None) -> An
 
 
 class _Reader:
-    def __init__(self, path: str, schemas: SchemaSet):
+    def __init__(self, path: str, schemas: SchemaSet, vault: VaultSecrets | None = None):
         self.inv = Inventory(path=path)
         self.schemas = schemas
+        self.vault = vault
         self.groups: dict[str, _Group] = {}
         self.host_order: list[str] = []
         self.host_vars: dict[str, dict[str, Any]] = {}
@@ -232,10 +235,13 @@ class _Reader:
             self.error(f"cannot read file: {e.strerror or e}", None, path)
             return {}
         self.inv.files.append((path, raw))
+        raw, sealed = self.unseal(raw, path)
+        if raw is None:
+            return {}
         text = raw.decode("utf-8", "replace")
         if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()) and not path.endswith(".json"):
             return {}  # an empty vars file is allowed (as in Ansible)
-        data, _, diags = load_yaml(path, expect=dict)
+        data, diags = parse_yaml(raw, path, expect=dict, json_file=path.endswith(".json"))
         self.inv.diagnostics.extend(diags)
         if data is None:
             return {}
@@ -247,7 +253,26 @@ class _Reader:
         )
         if errors:
             return {}
-        return self.vars_of(data, path)
+        found = self.vars_of(data, path)
+        return sensitive(found, f"vault-encrypted file {path}", self.plain_settings()) if sealed else found
+
+    def plain_settings(self) -> set[str]:
+        """Connection settings the inventory schema checks that hold no secret (ansible_host,
+        ansible_user, ...): kept as text even in an encrypted file, because they are read as text."""
+        props = self.schemas.schemas["inventory.schema.json"]["$defs"]["vars"]["properties"]
+        return {k for k, v in props.items() if "secret" not in json.dumps(v)}
+
+    def unseal(self, raw: bytes, path: str) -> tuple[bytes | None, bool]:
+        """A whole vault-encrypted vars file (detected by content) -> ``(plaintext, True)``;
+        any other file -> ``(raw, False)``; ``(None, True)`` once the reason it cannot be
+        decrypted is reported. Its variables are then all secrets (``sensitive``)."""
+        if not is_vault(raw):
+            return raw, False
+        try:
+            return decrypt(raw, self.vault), True
+        except VaultError as e:
+            self.error(f"vault-encrypted file: {e}", None, path)
+            return None, True
 
     # -- merging -------------------------------------------------------------------------
     def build(self) -> None:
@@ -342,19 +367,21 @@ class _Reader:
             )
 
 
-def read_inventory(path: str, schemas: SchemaSet | None = None) -> Inventory:
-    """Load an inventory, collecting every problem in ``Inventory.diagnostics`` (no raise)."""
-    return _Reader(path, schemas or SchemaSet()).read()
+def read_inventory(path: str, schemas: SchemaSet | None = None, *, vault: VaultSecrets | None = None) -> Inventory:
+    """Load an inventory, collecting every problem in ``Inventory.diagnostics`` (no raise).
+
+    ``vault`` decrypts whole vault-encrypted vars files (without it they are errors)."""
+    return _Reader(path, schemas or SchemaSet(), vault).read()
 
 
-def load_inventory(path: str) -> dict[str, Host]:
+def load_inventory(path: str, *, vault: VaultSecrets | None = None) -> dict[str, Host]:
     """Load an inventory into ``{host name: Host}`` in inventory order.
 
     Host variables are merged by precedence (module docstring); secret references stay
     unresolved :class:`~kmsdeploy.model.SecretRef`. Raises :class:`SpecError` with every
     problem found.
     """
-    inv = read_inventory(path)
+    inv = read_inventory(path, vault=vault)
     errors = [d for d in inv.diagnostics if d.severity == "error"]
     if errors:
         raise SpecError(errors)

@@ -25,6 +25,7 @@ from .loops import LoopError, duplicate_identities, iterations
 from .patterns import PatternError, match_hosts
 from .schemas import SchemaSet, uri_for, value_key
 from .secrets import is_secret_mapping, refs_in, replace_refs, resolve, to_ref
+from .vault import VaultSecrets
 from .template import LazyMap, Renderer, Scope, TemplateError, contains_template, is_template
 from .validate import (
     cycle_diagnostics,
@@ -142,8 +143,9 @@ class _Pending:
 
 class _Loader:
     def __init__(self, playbooks: Sequence[str], inventory: str | None, *, resolve_secrets: bool, limit: str | None,
-                 kinds: Mapping[str, Kind] | None, schemas: SchemaSet | None):
+                 kinds: Mapping[str, Kind] | None, schemas: SchemaSet | None, vault: VaultSecrets | None = None):
         self.playbooks = list(playbooks)
+        self.vault = vault
         self.inventory_path = inventory
         self.resolve_secrets = resolve_secrets
         self.limit = limit
@@ -155,7 +157,7 @@ class _Loader:
         self.inv: Inventory | None = None
         self.plays: list[Play] = []
         self.pending: list[_Pending] = []
-        self.secret_cache: dict[tuple[str, str], Secret | SecretError] = {}
+        self.secret_cache: dict[tuple[str, str, str], Secret | SecretError] = {}
         self.kind_status: dict[str, tuple[Kind | None, str | None]] = {}
         self.targeted: list[str] = []
         self._targeted_set: set[str] = set()
@@ -170,7 +172,7 @@ class _Loader:
     def run(self) -> Specs:
         limit_set: set[str] | None = None
         if self.inventory_path is not None:
-            self.inv = read_inventory(self.inventory_path, self.schemas)
+            self.inv = read_inventory(self.inventory_path, self.schemas, vault=self.vault)
             self.files.extend(self.inv.files)
             self.diags.extend(self.inv.diagnostics)
             if any(d.severity == "error" for d in self.inv.diagnostics):
@@ -511,11 +513,11 @@ class _Loader:
 
     # ------------------------------------------------------------------ secrets
     def _secret(self, ref: SecretRef) -> Secret | SecretError:
-        key = (ref.source, ref.name)
+        key = (ref.source, ref.name, ref.ciphertext)
         hit = self.secret_cache.get(key)
         if hit is None:
             try:
-                hit = resolve(ref)
+                hit = resolve(ref, self.vault)
             except SecretError as e:
                 hit = e
             self.secret_cache[key] = hit
@@ -668,7 +670,7 @@ def _mark_secrets(value: Any, secret_ids: set[int], declared_in: str) -> Any:
 
 def load_specs(playbooks: list[str], inventory: str | None = None, *, resolve_secrets: bool = True,
                limit: str | None = None, kinds: Mapping[str, Kind] | None = None,
-               schemas: SchemaSet | None = None) -> Specs:
+               schemas: SchemaSet | None = None, vault: VaultSecrets | None = None) -> Specs:
     """Load, render and validate playbooks against an (optional) inventory.
 
     * ``inventory=None``: the playbooks are checked alone; resources get target ``"*"``
@@ -677,10 +679,13 @@ def load_specs(playbooks: list[str], inventory: str | None = None, *, resolve_se
       :class:`~kmsdeploy.model.Secret` (in resources and in the variables of targeted hosts).
     * ``limit``: an inventory pattern restricting the targets (``--limit``).
     * ``kinds``/``schemas``: replace the kind registry and schema set (tests).
+    * ``vault``: Ansible Vault passwords. Whole encrypted vars files are always decrypted
+      (their variables are needed); ``!vault`` values only when secrets are resolved.
 
     Raises :class:`SpecError` with every diagnostic when anything is wrong.
     """
-    loader = _Loader(playbooks, inventory, resolve_secrets=resolve_secrets, limit=limit, kinds=kinds, schemas=schemas)
+    loader = _Loader(playbooks, inventory, resolve_secrets=resolve_secrets, limit=limit, kinds=kinds, schemas=schemas,
+                     vault=vault)
     # Loading allocates hundreds of thousands of small, acyclic objects (YAML nodes, rendered
     # specs); the cyclic collector kept re-scanning them (~25 % of a 10,000-host load).
     # Reference counting still frees everything; cycles are collected once we re-enable.
