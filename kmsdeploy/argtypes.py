@@ -23,3 +23,27 @@ def whole_number(minimum: int) -> Callable[[str], int]:
 
 positive_int = whole_number(1)
 non_negative_int = whole_number(0)
+
+
+def add_vault_options(sp: argparse.ArgumentParser) -> None:
+    """``--vault-password-file`` and ``--vault-id`` (both repeatable), as ansible-playbook has them."""
+    sp.add_argument("--vault-password-file", action="append", default=[], metavar="FILE",
+                    help="Ansible Vault password: a file, or an executable that prints it (repeatable; "
+                         "also $ANSIBLE_VAULT_PASSWORD_FILE)")
+    sp.add_argument("--vault-id", action="append", default=[], metavar="[LABEL@]FILE",
+                    help="a vault password with its vault id label (repeatable; also $ANSIBLE_VAULT_IDENTITY_LIST)")
+
+
+def vault_secrets(args: argparse.Namespace):
+    """The run's :class:`~kmsdeploy.spec.vault.VaultSecrets` from the options and the environment
+    (read lazily: nothing is opened or run until a vault value needs it)."""
+    import os
+
+    from .errors import SecretError
+    from .spec.vault import VaultError, VaultSecrets
+
+    try:
+        return VaultSecrets.from_options(getattr(args, "vault_password_file", None) or [],
+                                         getattr(args, "vault_id", None) or [], os.environ)
+    except VaultError as exc:
+        raise SecretError(str(exc)) from None

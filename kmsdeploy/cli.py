@@ -12,7 +12,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .argtypes import non_negative_int, positive_int
+from .argtypes import add_vault_options, non_negative_int, positive_int, vault_secrets
 from .errors import KmsdeployError, PlanError, SpecError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_BUDGET = 0, 1, 2, 3
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("-i", "--inventory", required=inventory_required, action="append", metavar="SOURCE",
                         help="Ansible inventory: YAML or INI file, directory, executable script or JSON; repeatable")
         sp.add_argument("--limit", help="restrict targets to an inventory pattern (hosts, groups, sites)")
+        add_vault_options(sp)
 
     def run_opts(sp):
         sp.add_argument("--forks", type=positive_int, default=None, help="targets handled in parallel (default: the play's rollout.forks, else 25)")
@@ -74,7 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_facts_collect)
 
     from .health import command as health_command
-    health_command.add_parser(sub)
+    add_vault_options(health_command.add_parser(sub))
+    from .preflight import command as preflight_command
+    add_vault_options(preflight_command.add_parser(sub))
 
     lab = sub.add_parser("lab", help="a local lab of simulated branch infrastructure").add_subparsers(
         dest="lab_verb", required=True, metavar="ACTION")
@@ -92,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--seed", type=int, default=1, help="seed of the simulated population (default 1)")
             sp.add_argument("--net", help="first three octets of the simulated hosts' loopback addresses "
                                           "(default $KMSDEPLOY_LAB_NET or 127.0.1)")
+            sp.add_argument("--windows-fact", action="append", default=[], metavar="[HOST:]KEY=VALUE",
+                            help="make a fact `kmsdeploy preflight` reads wrong on every (or one) simulated Windows "
+                                 "host, e.g. language_mode=ConstrainedLanguage, max_envelope_kb=32, admin=false, "
+                                 "clock_offset_s=900 (repeatable; see docs/preflight.md)")
         sp.set_defaults(func=cmd_lab)
 
     rep = sub.add_parser("report", help="run reports (merge) and activation reports").add_subparsers(
@@ -112,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--host", metavar="NAME", help="one host's variables (JSON)")
     what.add_argument("--graph", nargs="?", const="all", metavar="GROUP", help="the group tree (default from 'all')")
     sp.add_argument("--playbook-dir", help="also read group_vars/ and host_vars/ next to this directory's playbooks")
+    add_vault_options(sp)
     sp.set_defaults(func=cmd_inventory)
 
     sp = sub.add_parser("show", help="render a saved plan")
@@ -149,11 +157,11 @@ def run_context(args):
 
 
 def load(playbooks: Sequence[str], inventory: Sequence[str] | str | None, *, resolve_secrets: bool,
-         limit: str | None = None):
+         limit: str | None = None, vault=None):
     from .spec.load import load_specs
 
     return load_specs([os.path.abspath(p) for p in playbooks], inventory_sources(inventory),
-                      resolve_secrets=resolve_secrets, limit=limit)
+                      resolve_secrets=resolve_secrets, limit=limit, vault=vault)
 
 
 def inventory_sources(inventory: Sequence[str] | str | None) -> list[str] | None:
@@ -187,7 +195,7 @@ def err(text: str) -> None:
 # ---------------------------------------------------------------- verbs
 
 def cmd_validate(args) -> int:
-    specs = load(args.playbooks, args.inventory, resolve_secrets=False, limit=args.limit)
+    specs = load(args.playbooks, args.inventory, resolve_secrets=False, limit=args.limit, vault=vault_secrets(args))
     for w in specs.warnings:
         err(str(w))
     targets = len({r.ref.target for r in specs.resources})
@@ -201,8 +209,8 @@ def cmd_plan(args) -> int:
     from .documents import write_document
     from .render.document import has_pending, plan_document
 
-    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=args.facts is None, limit=args.limit),
-                           args.shard)
+    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=args.facts is None, limit=args.limit,
+                                vault=vault_secrets(args)), args.shard)
     plan, _ = workflow.plan(specs, run_context(args), forks=args.forks, facts_path=args.facts)
     doc = plan_document(plan)
     out(renderer(args.format, args.verbose)(doc))
@@ -233,14 +241,15 @@ def cmd_apply(args) -> int:
         if saved_source.get("inventory"):
             args.inventory = saved_source["inventory"].split(os.pathsep)
         specs, plan = workflow.check_saved_plan(
-            args.playbooks[0], lambda pbs, inv: load(pbs, inv, resolve_secrets=True, limit=args.limit),
+            args.playbooks[0], lambda pbs, inv: load(pbs, inv, resolve_secrets=True, limit=args.limit, vault=vault_secrets(args)),
             run_context(args), forks=args.forks)
         specs = workflow.shard(specs, args.shard)
         approved = True  # the saved plan is the approval
     else:
         if not args.inventory:
             raise PlanError("apply needs an inventory (-i INVENTORY) or a saved plan file")
-        specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit), args.shard)
+        specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit,
+                                    vault=vault_secrets(args)), args.shard)
         plan, _ = workflow.plan(specs, run_context(args), forks=args.forks)
         approved = args.auto_approve
     doc = plan_document(plan)
@@ -297,7 +306,8 @@ def cmd_facts_collect(args) -> int:
     from . import workflow
     from .documents import write_document
 
-    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit), args.shard)
+    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit,
+                                vault=vault_secrets(args)), args.shard)
     doc = workflow.collect_facts(specs, run_context(args), forks=args.forks)
     write_document(doc, args.out)
     bad = [t for t, v in doc["targets"].items() if v["error"]]
@@ -312,7 +322,7 @@ def cmd_lab(args) -> int:
 
     if args.lab_verb == "up":
         state = manager.up(args.state_dir, sites=args.sites, clients=args.clients, days=args.days, seed=args.seed,
-                           net=args.net)
+                           net=args.net, windows_facts=args.windows_fact)
         st = manager.status(args.state_dir)
         out(f"Lab up in {st['state_dir']}\n  DNS: {st['dns']}\n  sites: {', '.join(state['sites'])}\n"
             + (f"  Windows: {st['windows']}\n" if st.get("windows") else "")
@@ -332,7 +342,7 @@ def cmd_inventory(args) -> int:
     from .spec.inventory import read_inventory
 
     playbook_dirs = [os.path.abspath(args.playbook_dir)] if args.playbook_dir else []
-    inv = read_inventory(inventory_sources(args.inventory), playbook_dirs=playbook_dirs)
+    inv = read_inventory(inventory_sources(args.inventory), playbook_dirs=playbook_dirs, vault=vault_secrets(args))
     errors = [d for d in inv.diagnostics if d.severity == "error"]
     if errors:
         raise SpecError(inv.diagnostics)

@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ..argtypes import add_vault_options, vault_secrets
 from ..argtypes import positive_int as _positive
 from ..errors import KmsdeployError, PlanError
 
@@ -66,6 +67,7 @@ def add_parsers(report_subparsers) -> None:
     sp.add_argument("--page-size", type=_positive, default=20_000, help="events per runner call (default 20000)")
     sp.add_argument("--retries", type=int, default=2, help="retries on transient transport errors (default 2)")
     sp.add_argument("--format", choices=["text", "json"], default="text")
+    add_vault_options(sp)
     store_opt(sp)
     sp.set_defaults(func=run)
 
@@ -157,14 +159,14 @@ def _report(args, store_path: str) -> int:
     return 0
 
 
-def select_hosts(inventory: str, limit: str | None):
+def select_hosts(inventory: str, limit: str | None, vault=None):
     """KMS hosts to collect from, with secrets resolved; (hosts, warnings)."""
     from ..model import Host
     from ..spec import secrets
     from ..spec.inventory import groups_of, load_inventory
     from ..spec.patterns import PatternError, match_hosts
 
-    hosts = load_inventory(inventory)
+    hosts = load_inventory(inventory, vault=vault)
     pattern = limit or ("kms_hosts" if "kms_hosts" in groups_of(hosts) else None)
     try:
         names = match_hosts(pattern, hosts) if pattern else [n for n, h in hosts.items() if h.connection == "winrm"]
@@ -177,7 +179,7 @@ def select_hosts(inventory: str, limit: str | None):
             warnings.append(f"{n}: skipped, connection {h.connection!r} is not winrm (KMS hosts are Windows)")
             continue
         refs = secrets.refs_in(h.vars)
-        resolved = {r: secrets.resolve(r) for r in refs}
+        resolved = {r: secrets.resolve(r, vault) for r in refs}
         chosen.append(Host(h.name, secrets.replace_refs(dict(h.vars), resolved), h.groups, h.site))
     if not chosen:
         raise PlanError(f"{inventory}: no KMS host (winrm) matches {pattern or 'the inventory'}")
@@ -189,7 +191,7 @@ def _collect(args, store_path: str) -> int:
     from . import collect
     from .store import Store
 
-    hosts, warnings = select_hosts(args.inventory, args.limit)
+    hosts, warnings = select_hosts(args.inventory, args.limit, vault_secrets(args))
     for w in warnings:
         sys.stderr.write(w + "\n")
     ctx = RunContext(base_dir=os.path.dirname(os.path.abspath(args.inventory)), retries=max(0, args.retries))

@@ -36,6 +36,7 @@ unless its variables set ``site``.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -48,8 +49,9 @@ from .inventory_data import Estate, InventoryProblem
 from .inventory_ini import looks_like_ini, parse_ini, split_host_port
 from .inventory_script import ScriptError, apply_list, decode_json, is_list_shape, run_script, timeout_seconds
 from .schemas import SchemaSet
-from .secrets import is_secret_mapping, to_ref
+from .secrets import is_secret_mapping, sensitive, to_ref
 from .validate import schema_diagnostics
+from .vault import VaultError, VaultSecrets, decrypt, is_vault
 from .yamlpos import YDict, YList, load_yaml, parse_yaml
 
 #: a vars file is NAME or NAME + one of these (Ansible's YAML_FILENAME_EXTENSIONS)
@@ -123,12 +125,12 @@ def detect_format(path: str, raw: bytes) -> str:
 
 
 class _Reader:
-    def __init__(self, sources: Sequence[str], schemas: SchemaSet, playbook_dirs: Sequence[str], vault: Any):
+    def __init__(self, sources: Sequence[str], schemas: SchemaSet, playbook_dirs: Sequence[str], vault: VaultSecrets | None):
         self.sources = list(sources)
         self.inv = Inventory(path=self.sources[0] if self.sources else "", sources=list(self.sources))
         self.schemas = schemas
         self.playbook_dirs = list(playbook_dirs)
-        #: opaque decryption context handed to read_vars_file (Ansible Vault; see spec/vault.py)
+        #: Ansible Vault passwords for whole encrypted vars files (spec/vault.py)
         self.vault = vault
         self.estate = Estate()
         self.first_file: str | None = None
@@ -348,7 +350,7 @@ class _Reader:
                 claimed.update(os.path.relpath(f, directory).split(os.sep, 1)[0] for f in files)
                 merged: dict[str, Any] = {}
                 for f in files:
-                    merged.update(self.read_vars_file(f, vault=self.vault))
+                    merged.update(self.read_vars_file(f))
                 out[name] = merged
         for entry in entries:
             if entry in claimed or entry.startswith(".") or entry.endswith("~"):
@@ -391,9 +393,9 @@ class _Reader:
                 found.append(full)
         return found
 
-    def read_vars_file(self, path: str, *, vault: Any = None) -> dict[str, Any]:
-        """One vars file's bytes -> its variables (the single place a vars file is parsed:
-        Ansible Vault decryption hooks in here through ``vault``)."""
+    def read_vars_file(self, path: str) -> dict[str, Any]:
+        """One vars file's bytes -> its variables (the single place a vars file is parsed; a
+        whole vault-encrypted file is decrypted here with ``self.vault``)."""
         try:
             with open(path, "rb") as fh:
                 raw = fh.read()
@@ -401,6 +403,9 @@ class _Reader:
             self.error(f"cannot read file: {e.strerror or e}", None, path)
             return {}
         self.inv.files.append((path, raw))
+        raw, sealed = self.unseal(raw, path)
+        if raw is None:
+            return {}
         text = raw.decode("utf-8", "replace")
         if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()) and not path.endswith(".json"):
             return {}  # an empty vars file is allowed (as in Ansible)
@@ -416,7 +421,26 @@ class _Reader:
         )
         if errors:
             return {}
-        return self.vars_of(data, path)
+        found = self.vars_of(data, path)
+        return sensitive(found, f"vault-encrypted file {path}", self.plain_settings()) if sealed else found
+
+    def plain_settings(self) -> set[str]:
+        """Connection settings the inventory schema checks that hold no secret (ansible_host,
+        ansible_user, ...): kept as text even in an encrypted file, because they are read as text."""
+        props = self.schemas.schemas["inventory.schema.json"]["$defs"]["vars"]["properties"]
+        return {k for k, v in props.items() if "secret" not in json.dumps(v)}
+
+    def unseal(self, raw: bytes, path: str) -> tuple[bytes | None, bool]:
+        """A whole vault-encrypted vars file (detected by content) -> ``(plaintext, True)``;
+        any other file -> ``(raw, False)``; ``(None, True)`` once the reason it cannot be
+        decrypted is reported. Its variables are then all secrets (``sensitive``)."""
+        if not is_vault(raw):
+            return raw, False
+        try:
+            return decrypt(raw, self.vault), True
+        except VaultError as e:
+            self.error(f"vault-encrypted file: {e}", None, path)
+            return None, True
 
     # -- merging -------------------------------------------------------------------------
     def build(self, inventory_vars: list[tuple[dict, dict]], playbook_vars: list[tuple[dict, dict]]) -> None:
@@ -480,19 +504,19 @@ class _Reader:
 
 
 def read_inventory(sources: str | Sequence[str], schemas: SchemaSet | None = None, *,
-                   playbook_dirs: Sequence[str] = (), vault: Any = None) -> Inventory:
+                   playbook_dirs: Sequence[str] = (), vault: VaultSecrets | None = None) -> Inventory:
     """Load an inventory from one source or several (``-i`` repeated), collecting every
     problem in ``Inventory.diagnostics`` (no raise).
 
     ``playbook_dirs``: directories whose group_vars/ and host_vars/ also apply (next to
-    the playbook, above the inventory's). ``vault``: opaque context passed to the reading
-    of every vars file (Ansible Vault decryption).
+    the playbook, above the inventory's). ``vault`` decrypts whole vault-encrypted
+    vars files (without it they are errors).
     """
     given = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
     return _Reader([os.fspath(s) for s in given], schemas or SchemaSet(), playbook_dirs, vault).read()
 
 
-def load_inventory(sources: str | Sequence[str], *, playbook_dirs: Sequence[str] = (), vault: Any = None) -> dict[str, Host]:
+def load_inventory(sources: str | Sequence[str], *, playbook_dirs: Sequence[str] = (), vault: VaultSecrets | None = None) -> dict[str, Host]:
     """Load an inventory into ``{host name: Host}`` in inventory order.
 
     Host variables are merged by precedence (module docstring); secret references stay

@@ -20,7 +20,7 @@ def world(monkeypatch):
     monkeypatch.setattr("kmsdeploy.providers.get", lambda conn: provider)
     monkeypatch.setattr("kmsdeploy.kinds.get", lambda name: kind)
 
-    def fake_load(playbooks, inventory, *, resolve_secrets, limit=None):
+    def fake_load(playbooks, inventory, *, resolve_secrets, limit=None, vault=None):
         if isinstance(state["specs"], Exception):
             raise state["specs"]
         return state["specs"]
