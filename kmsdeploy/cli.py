@@ -12,7 +12,8 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .argtypes import add_vault_options, non_negative_int, positive_int, vault_secrets
+from .argtypes import (add_inventory_option, add_vault_options, inventory_base_dir, inventory_sources,
+                       non_negative_int, positive_int, vault_secrets)
 from .errors import KmsdeployError, PlanError, SpecError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_BUDGET = 0, 1, 2, 3
@@ -24,8 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def common(sp, inventory_required=False):
-        sp.add_argument("-i", "--inventory", required=inventory_required, action="append", metavar="SOURCE",
-                        help="Ansible inventory: YAML or INI file, directory, executable script or JSON; repeatable")
+        add_inventory_option(sp, inventory_required)
         sp.add_argument("--limit", help="restrict targets to an inventory pattern (hosts, groups, sites)")
         add_vault_options(sp)
 
@@ -112,8 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     activation_reports.add_parsers(rep)
 
     sp = sub.add_parser("inventory", help="print the parsed inventory as ansible-inventory does (--list, --host, --graph)")
-    sp.add_argument("-i", "--inventory", required=True, action="append", metavar="SOURCE",
-                    help="inventory source (YAML, INI, directory, script, JSON); repeatable")
+    add_inventory_option(sp, required=True)
     what = sp.add_mutually_exclusive_group(required=True)
     what.add_argument("--list", action="store_true", help="groups, hosts and every host's variables (JSON)")
     what.add_argument("--host", metavar="NAME", help="one host's variables (JSON)")
@@ -152,7 +151,7 @@ def run_context(args):
     from .transports.base import Timeouts
 
     return RunContext(timeouts=Timeouts(), owner_id=getattr(args, "owner_id", "default"),
-                      base_dir=os.path.dirname(os.path.abspath(args.inventory[0])) if getattr(args, "inventory", None) else ".",
+                      base_dir=inventory_base_dir(getattr(args, "inventory", None)),
                       retries=getattr(args, "retries", 2), backup_dir=getattr(args, "backup_dir", None))
 
 
@@ -162,14 +161,6 @@ def load(playbooks: Sequence[str], inventory: Sequence[str] | str | None, *, res
 
     return load_specs([os.path.abspath(p) for p in playbooks], inventory_sources(inventory),
                       resolve_secrets=resolve_secrets, limit=limit, vault=vault)
-
-
-def inventory_sources(inventory: Sequence[str] | str | None) -> list[str] | None:
-    """``-i`` values as absolute paths (a saved plan keeps them joined by os.pathsep)."""
-    if not inventory:
-        return None
-    given = inventory.split(os.pathsep) if isinstance(inventory, str) else list(inventory)
-    return [os.path.abspath(p) for p in given]
 
 
 def renderer(fmt: str, verbose: bool = False) -> Callable[[dict], str]:
