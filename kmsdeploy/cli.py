@@ -12,7 +12,8 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .argtypes import add_vault_options, non_negative_int, positive_int, vault_secrets
+from .argtypes import (add_inventory_option, add_vault_options, inventory_base_dir, inventory_sources,
+                       non_negative_int, positive_int, vault_secrets)
 from .errors import KmsdeployError, PlanError, SpecError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_BUDGET = 0, 1, 2, 3
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def common(sp, inventory_required=False):
-        sp.add_argument("-i", "--inventory", required=inventory_required, help="Ansible-style YAML inventory")
+        add_inventory_option(sp, inventory_required)
         sp.add_argument("--limit", help="restrict targets to an inventory pattern (hosts, groups, sites)")
         add_vault_options(sp)
 
@@ -110,6 +111,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .reports import command as activation_reports
     activation_reports.add_parsers(rep)
 
+    sp = sub.add_parser("inventory", help="print the parsed inventory as ansible-inventory does (--list, --host, --graph)")
+    add_inventory_option(sp, required=True)
+    what = sp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--list", action="store_true", help="groups, hosts and every host's variables (JSON)")
+    what.add_argument("--host", metavar="NAME", help="one host's variables (JSON)")
+    what.add_argument("--graph", nargs="?", const="all", metavar="GROUP", help="the group tree (default from 'all')")
+    sp.add_argument("--playbook-dir", help="also read group_vars/ and host_vars/ next to this directory's playbooks")
+    add_vault_options(sp)
+    sp.set_defaults(func=cmd_inventory)
+
     sp = sub.add_parser("show", help="render a saved plan")
     sp.add_argument("planfile")
     sp.add_argument("--format", choices=["text", "json", "markdown"], default="text")
@@ -140,16 +151,15 @@ def run_context(args):
     from .transports.base import Timeouts
 
     return RunContext(timeouts=Timeouts(), owner_id=getattr(args, "owner_id", "default"),
-                      base_dir=os.path.dirname(os.path.abspath(args.inventory)) if getattr(args, "inventory", None) else ".",
+                      base_dir=inventory_base_dir(getattr(args, "inventory", None)),
                       retries=getattr(args, "retries", 2), backup_dir=getattr(args, "backup_dir", None))
 
 
-def load(playbooks: Sequence[str], inventory: str | None, *, resolve_secrets: bool, limit: str | None = None,
-         vault=None):
+def load(playbooks: Sequence[str], inventory: Sequence[str] | str | None, *, resolve_secrets: bool,
+         limit: str | None = None, vault=None):
     from .spec.load import load_specs
 
-    return load_specs([os.path.abspath(p) for p in playbooks],
-                      os.path.abspath(inventory) if inventory else None,
+    return load_specs([os.path.abspath(p) for p in playbooks], inventory_sources(inventory),
                       resolve_secrets=resolve_secrets, limit=limit, vault=vault)
 
 
@@ -220,7 +230,7 @@ def cmd_apply(args) -> int:
     if len(args.playbooks) == 1 and planfile.is_plan_file(args.playbooks[0]):
         saved_source = planfile.load(args.playbooks[0])["source"]
         if saved_source.get("inventory"):
-            args.inventory = saved_source["inventory"]
+            args.inventory = saved_source["inventory"].split(os.pathsep)
         specs, plan = workflow.check_saved_plan(
             args.playbooks[0], lambda pbs, inv: load(pbs, inv, resolve_secrets=True, limit=args.limit, vault=vault_secrets(args)),
             run_context(args), forks=args.forks)
@@ -316,6 +326,30 @@ def cmd_lab(args) -> int:
     st = manager.status(args.state_dir)
     out(json.dumps(st, indent=2) + "\n")
     return EXIT_OK if st["running"] else EXIT_ERROR
+
+
+def cmd_inventory(args) -> int:
+    from .spec import inventory_view
+    from .spec.inventory import read_inventory
+
+    playbook_dirs = [os.path.abspath(args.playbook_dir)] if args.playbook_dir else []
+    inv = read_inventory(inventory_sources(args.inventory), playbook_dirs=playbook_dirs, vault=vault_secrets(args))
+    errors = [d for d in inv.diagnostics if d.severity == "error"]
+    if errors:
+        raise SpecError(inv.diagnostics)
+    for d in inv.diagnostics:
+        err(str(d))
+    if args.host is not None:
+        if args.host not in inv.hosts:
+            raise PlanError(f"no host named {args.host!r} in the inventory")
+        out(inventory_view.dump(inventory_view.host_document(inv, args.host)) + "\n")
+    elif args.graph is not None:
+        if inv.estate is None or args.graph not in inv.estate.groups:
+            raise PlanError(f"no group named {args.graph!r} in the inventory")
+        out(inventory_view.graph_text(inv, args.graph) + "\n")
+    else:
+        out(inventory_view.dump(inventory_view.list_document(inv)) + "\n")
+    return EXIT_OK
 
 
 def cmd_report_merge(args) -> int:

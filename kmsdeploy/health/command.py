@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from .. import __version__
 from ..argtypes import positive_int as _positive_int
-from ..argtypes import vault_secrets
+from ..argtypes import add_inventory_option, inventory_base_dir, inventory_sources, vault_secrets
 from ..errors import KmsdeployError, PlanError, SecretError, SpecError
 from ..model import Host, Specs
 from ..providers.base import RunContext
@@ -53,7 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Check every KMS host (the targets of kms_host resources in PLAYBOOKs, else the inventory group "
                     "kms_hosts) in one WinRM round trip each, plus the _vlmcs._tcp SRV record of each site's domain "
                     "and TCP 1688 from here. Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
-    sp.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory")
+    add_inventory_option(sp, required=True)
     sp.add_argument("playbooks", nargs="*", metavar="PLAYBOOK", help="playbooks whose kms_host targets are checked")
     sp.add_argument("--limit", help="restrict hosts to an inventory pattern (hosts, groups, sites)")
     sp.add_argument("--format", choices=["table", "json", "prometheus"], default="table")
@@ -72,13 +72,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------- loading
 
-def load_targets(inventory: str, playbooks: Sequence[str], limit: str | None, vault=None) -> tuple[Specs, list[str]]:
+def load_targets(inventory: str | Sequence[str], playbooks: Sequence[str], limit: str | None, vault=None) -> tuple[Specs, list[str]]:
     """(specs, KMS host names in inventory order). Secrets are NOT resolved here."""
     from ..spec.inventory import read_inventory
     from ..spec.load import load_specs
     from ..spec.patterns import match_hosts
 
-    inventory = os.path.abspath(inventory)
+    inventory = inventory_sources(inventory)
     if playbooks:
         specs = load_specs([os.path.abspath(p) for p in playbooks], inventory, resolve_secrets=False, limit=limit,
                            vault=vault)
@@ -214,7 +214,7 @@ def load_previous(path: str | None) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------- the check
 
-def health(inventory: str, playbooks: Sequence[str] = (), *, limit: str | None = None, previous: str | None = None,
+def health(inventory: str | Sequence[str], playbooks: Sequence[str] = (), *, limit: str | None = None, previous: str | None = None,
            forks: int = 25, timeout: float | None = None, owner_id: str = "default",
            now: Callable[[], _dt.datetime] | None = None, transport_for=None,
            system_resolver: Callable[[], str | None] = collect_mod.system_resolver, vault=None) -> dict[str, Any]:
@@ -224,7 +224,7 @@ def health(inventory: str, playbooks: Sequence[str] = (), *, limit: str | None =
     targets = build_targets(specs, names, vault)
     resolvers = choose_resolvers(specs, targets, system_resolver)
     timeouts = Timeouts(connect=timeout) if timeout else Timeouts()
-    ctx = RunContext(timeouts=timeouts, owner_id=owner_id, base_dir=os.path.dirname(os.path.abspath(inventory)))
+    ctx = RunContext(timeouts=timeouts, owner_id=owner_id, base_dir=inventory_base_dir(inventory))
     facts, srv = collect_mod.collect(targets, resolvers, ctx, owner_id=owner_id, forks=forks, transport_for=transport_for)
     clock = now or (lambda: _dt.datetime.now(_dt.timezone.utc))
     checked = clock()

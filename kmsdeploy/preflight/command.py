@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 from .. import __version__
-from ..argtypes import positive_int, vault_secrets
+from ..argtypes import add_inventory_option, inventory_base_dir, inventory_sources, positive_int, vault_secrets
 from ..errors import KmsdeployError, SecretError, SpecError
 from ..model import Host, Resource, Specs
 from ..providers.base import RunContext
@@ -50,7 +50,7 @@ def add_parser(subparsers):
                     "policy, modules, SCOM COM object, WinRM limits against the largest payload this plan sends, "
                     "rights and clock on Windows; zone, TSIG key and SOA on DNS servers. Exit codes: 0 all good, "
                     "1 warnings, 2 a target cannot run the plan, 3 a target was not reached.")
-    sp.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory")
+    add_inventory_option(sp, required=True)
     sp.add_argument("playbooks", nargs="*", metavar="PLAYBOOK", help="playbooks whose targets and needs are checked")
     sp.add_argument("--limit", help="restrict targets to an inventory pattern (hosts, groups, sites)")
     sp.add_argument("--format", choices=["table", "json"], default="table")
@@ -65,11 +65,11 @@ def add_parser(subparsers):
 
 # ---------------------------------------------------------------------------- loading
 
-def load(inventory: str, playbooks: Sequence[str], limit: str | None, vault=None) -> tuple[Specs, list[str]]:
+def load(inventory: str | Sequence[str], playbooks: Sequence[str], limit: str | None, vault=None) -> tuple[Specs, list[str]]:
     """(specs, target names in inventory order). Secrets are not resolved here."""
     from ..spec.load import load_specs
 
-    inventory = os.path.abspath(inventory)
+    inventory = inventory_sources(inventory)
     if playbooks:
         specs = load_specs([os.path.abspath(p) for p in playbooks], inventory, resolve_secrets=False, limit=limit,
                            vault=vault)
@@ -163,13 +163,13 @@ def check_one(host: Host, resources: Sequence[Resource], ctx: RunContext,
 
 # ---------------------------------------------------------------------------- the run
 
-def preflight(inventory: str, playbooks: Sequence[str] = (), *, limit: str | None = None, forks: int = 25,
+def preflight(inventory: str | Sequence[str], playbooks: Sequence[str] = (), *, limit: str | None = None, forks: int = 25,
               timeout: float | None = None, owner_id: str = "default",
               transport_for: Callable[[Host, RunContext], Any] | None = None, vault=None) -> dict[str, Any]:
     """The preflight document (raises KmsdeployError when it cannot run at all)."""
     specs, names = load(inventory, playbooks, limit, vault)
     ctx = RunContext(timeouts=Timeouts(connect=timeout) if timeout else Timeouts(), owner_id=owner_id,
-                     base_dir=os.path.dirname(os.path.abspath(inventory)))
+                     base_dir=inventory_base_dir(inventory))
     by_target: dict[str, list[Resource]] = {n: [] for n in names}
     for r in specs.resources:
         if r.ref.target in by_target:

@@ -13,7 +13,8 @@ import dataclasses
 import difflib
 import gc
 import hashlib
-from typing import Any, Mapping, Sequence
+import os
+from typing import Any, Iterator, Mapping, Sequence
 
 from .. import kinds as kind_registry
 from ..errors import Diagnostic, SecretError, SpecError
@@ -142,11 +143,12 @@ class _Pending:
 
 
 class _Loader:
-    def __init__(self, playbooks: Sequence[str], inventory: str | None, *, resolve_secrets: bool, limit: str | None,
-                 kinds: Mapping[str, Kind] | None, schemas: SchemaSet | None, vault: VaultSecrets | None = None):
+    def __init__(self, playbooks: Sequence[str], inventory: str | Sequence[str] | None, *, resolve_secrets: bool,
+                 limit: str | None, kinds: Mapping[str, Kind] | None, schemas: SchemaSet | None, vault: VaultSecrets | None = None):
         self.playbooks = list(playbooks)
+        #: the inventory sources (``-i`` may be repeated), or None
+        self.inventory_path = [inventory] if isinstance(inventory, str) else (list(inventory) if inventory else None)
         self.vault = vault
-        self.inventory_path = inventory
         self.resolve_secrets = resolve_secrets
         self.limit = limit
         self.kinds = KindLookup(kinds)
@@ -172,7 +174,9 @@ class _Loader:
     def run(self) -> Specs:
         limit_set: set[str] | None = None
         if self.inventory_path is not None:
-            self.inv = read_inventory(self.inventory_path, self.schemas, vault=self.vault)
+            # group_vars/host_vars next to the playbooks apply too (above the inventory's), as in Ansible
+            playbook_dirs = list(dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in self.playbooks))
+            self.inv = read_inventory(self.inventory_path, self.schemas, playbook_dirs=playbook_dirs, vault=self.vault)
             self.files.extend(self.inv.files)
             self.diags.extend(self.inv.diagnostics)
             if any(d.severity == "error" for d in self.inv.diagnostics):
@@ -217,7 +221,7 @@ class _Loader:
             sources=tuple(p for p, _ in self.files),
             digest="sha256:" + digest.hexdigest(),
             warnings=tuple(str(d) for d in all_diags if d.severity == "warning"),
-            inventory=self.inv.path if self.inv is not None else None,
+            inventory=os.pathsep.join(self.inv.sources) if self.inv is not None else None,
             playbooks=tuple(self.playbooks),
         )
 
@@ -580,24 +584,33 @@ class _Loader:
         return Scope(self.renderer, [host.vars, play_vars], magic, name=name)
 
     def _final_hosts(self, hosts: dict[str, Host]) -> dict[str, Host]:
-        """Targeted hosts get their variables rendered (and secrets resolved when asked)."""
+        """Targeted hosts get variables that are rendered when read (``_HostVars``).
+
+        Connection variables (``ansible_*``, ``kmsdeploy_*``) are rendered now: a problem in
+        one is an error when the run will connect (``resolve_secrets``), a warning in
+        ``validate``. Every other variable is rendered only if a provider reads it, as in
+        Ansible (an unused variable naming an undefined one is no error; an unused hostile
+        template never runs). Resources render variables through their own scopes.
+        """
         out = dict(hosts)
         for name in self.targeted:
             host = hosts[name]
             scope = self._host_scope(name)
-            new_vars: dict[str, Any] = {}
+            loc = self.inv.host_locations.get(name) if self.inv else None
+            done: dict[str, Any] = {}
             for key, value in host.vars.items():
-                strict = key.startswith(CONNECTION_VAR_PREFIXES)
+                if not key.startswith(CONNECTION_VAR_PREFIXES):
+                    continue
                 try:
-                    new_vars[key] = scope[key]
+                    done[key] = scope[key]
                 except TemplateError as e:
-                    new_vars[key] = value
-                    loc = self.inv.host_locations.get(name) if self.inv else None
+                    done[key] = value
                     self.diags.add(_diag(f"host {name}: variable {key!r}: {e.message}", loc,
-                                         severity="error" if strict else "warning"))
+                                         severity="error" if self.resolve_secrets else "warning"))
             if self.resolve_secrets:
-                new_vars, _ = self._resolve_in(new_vars, name)
-            out[name] = dataclasses.replace(host, vars=plain(new_vars))
+                done, _ = self._resolve_in(done, name)
+            out[name] = dataclasses.replace(host, vars=_HostVars(name, host.vars, plain(done), scope, loc,
+                                                                 self._secret if self.resolve_secrets else None))
         return out
 
     # ------------------------------------------------------------------ links
@@ -626,6 +639,50 @@ class _Loader:
         return linked
 
 
+class _HostVars(Mapping):
+    """A host's variables, each rendered (and its secrets resolved) the first time it is read.
+
+    Reading a variable whose template fails raises :class:`SpecError` naming the host and
+    the variable (located at the host's inventory line): the error appears only when
+    something uses the variable.
+    """
+
+    def __init__(self, host: str, raw: Mapping[str, Any], done: dict[str, Any], scope: Scope,
+                 loc: Location | None, secret: Any):
+        self._host, self._raw, self._done, self._scope, self._loc, self._secret = host, raw, done, scope, loc, secret
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._done:
+            return self._done[key]
+        self._raw[key]  # KeyError for an unknown variable, before any rendering
+        try:
+            value = self._scope[key]
+        except TemplateError as e:
+            raise SpecError([_diag(f"host {self._host}: variable {key!r}: {e.message}", self._loc)]) from None
+        if self._secret is not None:
+            resolved: dict[SecretRef, Secret] = {}
+            for ref in refs_in(value):
+                got = self._secret(ref)
+                if isinstance(got, SecretError):
+                    raise SpecError([_diag(str(got), ref.location)])
+                resolved[ref] = got
+            value = replace_refs(value, resolved)
+        value = self._done[key] = plain(value)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<variables of host {self._host}: {', '.join(self._raw)}>"
 @dataclasses.dataclass(frozen=True)
 class _Loop:
     """A resource's ``for_each`` value (unrendered) and where it is written."""
@@ -668,7 +725,7 @@ def _mark_secrets(value: Any, secret_ids: set[int], declared_in: str) -> Any:
     return value
 
 
-def load_specs(playbooks: list[str], inventory: str | None = None, *, resolve_secrets: bool = True,
+def load_specs(playbooks: list[str], inventory: str | Sequence[str] | None = None, *, resolve_secrets: bool = True,
                limit: str | None = None, kinds: Mapping[str, Kind] | None = None,
                schemas: SchemaSet | None = None, vault: VaultSecrets | None = None) -> Specs:
     """Load, render and validate playbooks against an (optional) inventory.
@@ -679,6 +736,7 @@ def load_specs(playbooks: list[str], inventory: str | None = None, *, resolve_se
       :class:`~kmsdeploy.model.Secret` (in resources and in the variables of targeted hosts).
     * ``limit``: an inventory pattern restricting the targets (``--limit``).
     * ``kinds``/``schemas``: replace the kind registry and schema set (tests).
+    * ``inventory``: one source or a list of them (``-i`` repeated; files, directories, scripts).
     * ``vault``: Ansible Vault passwords. Whole encrypted vars files are always decrypted
       (their variables are needed); ``!vault`` values only when secrets are resolved.
 

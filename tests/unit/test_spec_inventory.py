@@ -183,7 +183,7 @@ def test_empty_vars_file_is_allowed(tmp_path):
 
 
 def test_directory_without_hosts_file(tmp_path):
-    with pytest.raises(SpecError, match="has no hosts.yml or hosts.yaml"):
+    with pytest.raises(SpecError, match="holds no inventory file"):
         load_inventory(str(tmp_path))
 
 
