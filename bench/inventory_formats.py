@@ -5,6 +5,11 @@ Every host has ``ansible_host`` and a ``site_code``; every site is a group (chil
 ``sites`` and ``kms_hosts``) with ``[site:vars]``. The bench checks that both files give the
 same hosts, groups and variables before it prints anything.
 
+A second pair is the estate as a ranges-minded shop keeps it: no per-host variables (hosts
+are reached by name), each site one INI range line (``site0001-kms[00:09]``) and its
+variables in ``group_vars/<site>.yml`` (one file per site), against the same estate as one
+YAML file with every host written out and the site variables inline.
+
     PYTHONPATH=$PWD python3 bench/inventory_formats.py [--hosts 10000] [--repeat 3]
 """
 from __future__ import annotations
@@ -41,6 +46,32 @@ def as_yaml(sites) -> str:
     return "\n".join(out) + "\n"
 
 
+def as_yaml_plain(sites) -> str:
+    """The ranges estate written out in one YAML file (site vars inline, no host vars)."""
+    out = ["all:", "  vars:", "    kms_port: 1688", "  children:", "    sites:", "      children:"]
+    for site, members in sites:
+        out += [f"        {site}:", "          vars:", f"            site_domain: {site}.corp.example",
+                f"            site_code: {members[0][2]}", "          hosts:"]
+        out += [f"            {h}:" for h, _, _ in members]
+    out += ["    kms_hosts:", "      children:"]
+    out += [f"        {site}:" for site, _ in sites]
+    return "\n".join(out) + "\n"
+
+
+def write_ranges_dir(sites, root: str) -> str:
+    """An inventory directory: ``hosts`` (INI, one range per site) and group_vars/<site>.yml."""
+    os.makedirs(os.path.join(root, "group_vars"))
+    out = ["[all:vars]", "kms_port=1688"]
+    for site, members in sites:
+        out += [f"[{site}]", f"{site}-kms[00:{len(members) - 1:02d}]"]
+        with open(os.path.join(root, "group_vars", f"{site}.yml"), "w") as fh:
+            fh.write(f"site_domain: {site}.corp.example\nsite_code: {members[0][2]}\n")
+    out += ["[sites:children]", *(site for site, _ in sites), "[kms_hosts:children]", *(site for site, _ in sites)]
+    with open(os.path.join(root, "hosts"), "w") as fh:
+        fh.write("\n".join(out) + "\n")
+    return root
+
+
 def as_ini(sites) -> str:
     out = ["[all:vars]", "kms_port=1688"]
     for site, members in sites:
@@ -72,21 +103,29 @@ def main() -> int:
     args = ap.parse_args()
     sites = estate(args.hosts)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {"yaml": os.path.join(tmp, "hosts.yml"), "ini": os.path.join(tmp, "hosts.ini")}
+        paths = {"yaml": os.path.join(tmp, "hosts.yml"), "ini": os.path.join(tmp, "hosts.ini"),
+                 "yaml-plain": os.path.join(tmp, "plain.yml")}
         with open(paths["yaml"], "w") as fh:
             fh.write(as_yaml(sites))
         with open(paths["ini"], "w") as fh:
             fh.write(as_ini(sites))
+        with open(paths["yaml-plain"], "w") as fh:
+            fh.write(as_yaml_plain(sites))
+        paths["ini-ranges"] = write_ranges_dir(sites, os.path.join(tmp, "ranges"))
         results = {fmt: best(p, args.repeat) for fmt, p in paths.items()}
-        sizes = {fmt: os.path.getsize(p) for fmt, p in paths.items()}
-    y, i = results["yaml"][1], results["ini"][1]
-    assert list(y.hosts) == list(i.hosts) and len(y.hosts) == len(sites) * 10
-    assert y.groups == i.groups
-    assert all(y.hosts[h].vars == i.hosts[h].vars for h in y.hosts), "the two files differ"
-    for fmt in ("yaml", "ini"):
-        print(f"{fmt:4}: {len(y.hosts)} hosts, {len(sites)} sites, {sizes[fmt] / 1e6:.2f} MB: "
+        sizes = {fmt: os.path.getsize(p) if os.path.isfile(p) else
+                 sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(p) for f in fs)
+                 for fmt, p in paths.items()}
+    for a, b in (("yaml", "ini"), ("yaml-plain", "ini-ranges")):
+        y, i = results[a][1], results[b][1]
+        assert list(y.hosts) == list(i.hosts) and len(y.hosts) == len(sites) * 10, (a, b)
+        assert y.groups == i.groups, (a, b)
+        assert all(y.hosts[h].vars == i.hosts[h].vars for h in y.hosts), f"{a} and {b} differ"
+    for fmt in paths:
+        print(f"{fmt:10}: {len(results[fmt][1].hosts)} hosts, {len(sites)} sites, {sizes[fmt] / 1e6:.2f} MB: "
               f"read_inventory best of {args.repeat} = {results[fmt][0]:.3f} s")
-    print(f"ratio ini/yaml = {results['ini'][0] / results['yaml'][0]:.2f}")
+    print(f"ratio ini/yaml = {results['ini'][0] / results['yaml'][0]:.2f}; "
+          f"ini-ranges+group_vars/yaml-plain = {results['ini-ranges'][0] / results['yaml-plain'][0]:.2f}")
     return 0
 
 
