@@ -10,11 +10,12 @@ Every WinRM request of every host is delayed by ``--latency-ms`` (fault injectio
 Each host has 4 resources: kms_host (key installed, not activated, dns_publishing false),
 the built-in SPPSVC-In-TCP rule, an owned rule for TCP 1688 and a SCOM monitoring_agent.
 
-Steps: plan (all pending) -> apply (first, converges) -> plan (no changes) -> apply (no-op).
+Steps: preflight (one read-only round trip per host) -> plan (all pending) -> apply (first,
+converges) -> plan (no changes) -> apply (no-op). ``--preflight-only`` stops after the first.
 For each: wall time, CPU seconds, peak RSS, WinRM requests per host (the daemon's
 per-host counters) and the floor = requests per host x latency x hosts / forks.
 
-    python bench/rollout_bench.py [--hosts 1000] [--sites 100] [--latency-ms 50] [--forks 25]
+    python bench/rollout_bench.py [--hosts 1000] [--sites 100] [--latency-ms 50] [--forks 25] [--preflight-only]
 
 Everything it starts (the daemon) is stopped in a ``finally``; state lives in a temp dir.
 """
@@ -95,6 +96,7 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--forks", type=int, default=25)
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, counters)")
+    ap.add_argument("--preflight-only", action="store_true", help="measure `kmsdeploy preflight` alone")
     args = ap.parse_args(argv)
 
     from kmsdeploy.lab.daemon import lab_down, lab_up
@@ -117,11 +119,14 @@ def main(argv=None) -> int:
         inv, pb = write_inputs(root, lab, names, args.forks)
         env = dict(os.environ, BENCH_CSVLK=KEY, KMSDEPLOY_OWNER_ID="bench", CI="true",
                    PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        steps = [("plan (initial, all pending)", ["plan", "-i", inv, pb, "--detailed-exitcode"], 2),
+        steps = [("preflight", ["preflight", "-i", inv, pb, "--format", "json", "--forks", str(args.forks)], 0),
+                 ("plan (initial, all pending)", ["plan", "-i", inv, pb, "--detailed-exitcode"], 2),
                  ("apply (first, converges)", ["apply", "-i", inv, pb, "--auto-approve", "-q",
                                                "--report-json", str(root / "apply.json")], 0),
                  ("plan (no changes)", ["plan", "-i", inv, pb, "--detailed-exitcode"], 0),
                  ("apply (no-op)", ["apply", "-i", inv, pb, "--auto-approve", "-q"], 0)]
+        if args.preflight_only:
+            steps = steps[:1]
         before = counters(state)
         for i, (label, cli_args, want) in enumerate(steps):
             r = run_cli(cli_args, env, root / f"step{i}.log")

@@ -12,7 +12,8 @@ import sys
 from typing import Callable, Sequence
 
 from . import __version__
-from .argtypes import non_negative_int, positive_int
+from .argtypes import (add_inventory_option, add_vault_options, inventory_base_dir, inventory_sources,
+                       non_negative_int, positive_int, vault_secrets)
 from .errors import KmsdeployError, PlanError, SpecError
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_BUDGET = 0, 1, 2, 3
@@ -24,8 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def common(sp, inventory_required=False):
-        sp.add_argument("-i", "--inventory", required=inventory_required, help="Ansible-style YAML inventory")
+        add_inventory_option(sp, inventory_required)
         sp.add_argument("--limit", help="restrict targets to an inventory pattern (hosts, groups, sites)")
+        add_vault_options(sp)
 
     def run_opts(sp):
         sp.add_argument("--forks", type=positive_int, default=None, help="targets handled in parallel (default: the play's rollout.forks, else 25)")
@@ -75,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_facts_collect)
 
     from .health import command as health_command
-    health_command.add_parser(sub)
+    add_vault_options(health_command.add_parser(sub))
+    from .preflight import command as preflight_command
+    add_vault_options(preflight_command.add_parser(sub))
 
     lab = sub.add_parser("lab", help="a local lab of simulated branch infrastructure").add_subparsers(
         dest="lab_verb", required=True, metavar="ACTION")
@@ -93,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--seed", type=int, default=1, help="seed of the simulated population (default 1)")
             sp.add_argument("--net", help="first three octets of the simulated hosts' loopback addresses "
                                           "(default $KMSDEPLOY_LAB_NET or 127.0.1)")
+            sp.add_argument("--windows-fact", action="append", default=[], metavar="[HOST:]KEY=VALUE",
+                            help="make a fact `kmsdeploy preflight` reads wrong on every (or one) simulated Windows "
+                                 "host, e.g. language_mode=ConstrainedLanguage, max_envelope_kb=32, admin=false, "
+                                 "clock_offset_s=900 (repeatable; see docs/preflight.md)")
         sp.set_defaults(func=cmd_lab)
 
     rep = sub.add_parser("report", help="run reports (merge) and activation reports").add_subparsers(
@@ -104,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_report_merge)
     from .reports import command as activation_reports
     activation_reports.add_parsers(rep)
+
+    sp = sub.add_parser("inventory", help="print the parsed inventory as ansible-inventory does (--list, --host, --graph)")
+    add_inventory_option(sp, required=True)
+    what = sp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--list", action="store_true", help="groups, hosts and every host's variables (JSON)")
+    what.add_argument("--host", metavar="NAME", help="one host's variables (JSON)")
+    what.add_argument("--graph", nargs="?", const="all", metavar="GROUP", help="the group tree (default from 'all')")
+    sp.add_argument("--playbook-dir", help="also read group_vars/ and host_vars/ next to this directory's playbooks")
+    add_vault_options(sp)
+    sp.set_defaults(func=cmd_inventory)
 
     sp = sub.add_parser("show", help="render a saved plan")
     sp.add_argument("planfile")
@@ -135,17 +153,17 @@ def run_context(args):
     from .transports.base import Timeouts
 
     return RunContext(timeouts=Timeouts(), owner_id=getattr(args, "owner_id", "default"),
-                      base_dir=os.path.dirname(os.path.abspath(args.inventory)) if getattr(args, "inventory", None) else ".",
+                      base_dir=inventory_base_dir(getattr(args, "inventory", None)),
                       retries=getattr(args, "retries", 2), backup_dir=getattr(args, "backup_dir", None),
                       prune_limit=getattr(args, "prune_limit", None))
 
 
-def load(playbooks: Sequence[str], inventory: str | None, *, resolve_secrets: bool, limit: str | None = None):
+def load(playbooks: Sequence[str], inventory: Sequence[str] | str | None, *, resolve_secrets: bool,
+         limit: str | None = None, vault=None):
     from .spec.load import load_specs
 
-    return load_specs([os.path.abspath(p) for p in playbooks],
-                      os.path.abspath(inventory) if inventory else None,
-                      resolve_secrets=resolve_secrets, limit=limit)
+    return load_specs([os.path.abspath(p) for p in playbooks], inventory_sources(inventory),
+                      resolve_secrets=resolve_secrets, limit=limit, vault=vault)
 
 
 def renderer(fmt: str, verbose: bool = False) -> Callable[[dict], str]:
@@ -171,7 +189,7 @@ def err(text: str) -> None:
 # ---------------------------------------------------------------- verbs
 
 def cmd_validate(args) -> int:
-    specs = load(args.playbooks, args.inventory, resolve_secrets=False, limit=args.limit)
+    specs = load(args.playbooks, args.inventory, resolve_secrets=False, limit=args.limit, vault=vault_secrets(args))
     for w in specs.warnings:
         err(str(w))
     targets = len({r.ref.target for r in specs.resources})
@@ -185,8 +203,8 @@ def cmd_plan(args) -> int:
     from .documents import write_document
     from .render.document import has_pending, plan_document
 
-    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=args.facts is None, limit=args.limit),
-                           args.shard)
+    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=args.facts is None, limit=args.limit,
+                                vault=vault_secrets(args)), args.shard)
     plan, _ = workflow.plan(specs, run_context(args), forks=args.forks, facts_path=args.facts)
     doc = plan_document(plan)
     out(renderer(args.format, args.verbose)(doc))
@@ -215,16 +233,17 @@ def cmd_apply(args) -> int:
     if len(args.playbooks) == 1 and planfile.is_plan_file(args.playbooks[0]):
         saved_source = planfile.load(args.playbooks[0])["source"]
         if saved_source.get("inventory"):
-            args.inventory = saved_source["inventory"]
+            args.inventory = saved_source["inventory"].split(os.pathsep)
         specs, plan = workflow.check_saved_plan(
-            args.playbooks[0], lambda pbs, inv: load(pbs, inv, resolve_secrets=True, limit=args.limit),
+            args.playbooks[0], lambda pbs, inv: load(pbs, inv, resolve_secrets=True, limit=args.limit, vault=vault_secrets(args)),
             run_context(args), forks=args.forks)
         specs = workflow.shard(specs, args.shard)
         approved = True  # the saved plan is the approval
     else:
         if not args.inventory:
             raise PlanError("apply needs an inventory (-i INVENTORY) or a saved plan file")
-        specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit), args.shard)
+        specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit,
+                                    vault=vault_secrets(args)), args.shard)
         plan, _ = workflow.plan(specs, run_context(args), forks=args.forks)
         approved = args.auto_approve
     doc = plan_document(plan)
@@ -281,7 +300,8 @@ def cmd_facts_collect(args) -> int:
     from . import workflow
     from .documents import write_document
 
-    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit), args.shard)
+    specs = workflow.shard(load(args.playbooks, args.inventory, resolve_secrets=True, limit=args.limit,
+                                vault=vault_secrets(args)), args.shard)
     doc = workflow.collect_facts(specs, run_context(args), forks=args.forks)
     write_document(doc, args.out)
     bad = [t for t, v in doc["targets"].items() if v["error"]]
@@ -296,7 +316,7 @@ def cmd_lab(args) -> int:
 
     if args.lab_verb == "up":
         state = manager.up(args.state_dir, sites=args.sites, clients=args.clients, days=args.days, seed=args.seed,
-                           net=args.net)
+                           net=args.net, windows_facts=args.windows_fact)
         st = manager.status(args.state_dir)
         out(f"Lab up in {st['state_dir']}\n  DNS: {st['dns']}\n  sites: {', '.join(state['sites'])}\n"
             + (f"  Windows: {st['windows']}\n" if st.get("windows") else "")
@@ -309,6 +329,30 @@ def cmd_lab(args) -> int:
     st = manager.status(args.state_dir)
     out(json.dumps(st, indent=2) + "\n")
     return EXIT_OK if st["running"] else EXIT_ERROR
+
+
+def cmd_inventory(args) -> int:
+    from .spec import inventory_view
+    from .spec.inventory import read_inventory
+
+    playbook_dirs = [os.path.abspath(args.playbook_dir)] if args.playbook_dir else []
+    inv = read_inventory(inventory_sources(args.inventory), playbook_dirs=playbook_dirs, vault=vault_secrets(args))
+    errors = [d for d in inv.diagnostics if d.severity == "error"]
+    if errors:
+        raise SpecError(inv.diagnostics)
+    for d in inv.diagnostics:
+        err(str(d))
+    if args.host is not None:
+        if args.host not in inv.hosts:
+            raise PlanError(f"no host named {args.host!r} in the inventory")
+        out(inventory_view.dump(inventory_view.host_document(inv, args.host)) + "\n")
+    elif args.graph is not None:
+        if inv.estate is None or args.graph not in inv.estate.groups:
+            raise PlanError(f"no group named {args.graph!r} in the inventory")
+        out(inventory_view.graph_text(inv, args.graph) + "\n")
+    else:
+        out(inventory_view.dump(inventory_view.list_document(inv)) + "\n")
+    return EXIT_OK
 
 
 def cmd_report_merge(args) -> int:

@@ -222,18 +222,24 @@ def fingerprint(observed: Mapping[str, Any] | None) -> str:
 
 @dataclass(frozen=True)
 class SecretRef:
-    """An unresolved secret reference from a spec: ``{env: NAME}`` or ``{file: PATH}``.
+    """An unresolved secret reference from a spec: ``{env: NAME}``, ``{file: PATH}`` or a
+    ``!vault`` value.
 
     ``validate`` keeps references unresolved (no credentials needed in CI);
     ``plan``/``apply`` resolve them to :class:`Secret` (see kmsdeploy.spec.secrets).
     ``path`` of a file reference is already made absolute against the declaring file.
+    A ``!vault`` reference (``source="vault"``) carries the Ansible Vault envelope in
+    ``ciphertext`` and its place (``file:line:col``) in ``name``.
     """
 
-    source: str  # "env" | "file"
+    source: str  # "env" | "file" | "vault"
     name: str
     location: Location | None = None
+    ciphertext: str = field(default="", repr=False)
 
     def __str__(self) -> str:
+        if self.source == "vault":
+            return "!vault"
         return f"{self.source}:{self.name}"
 
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 from .. import __version__
 from ..argtypes import positive_int as _positive_int
+from ..argtypes import add_inventory_option, inventory_base_dir, inventory_sources, vault_secrets
 from ..errors import KmsdeployError, PlanError, SecretError, SpecError
 from ..model import Host, Specs
 from ..providers.base import RunContext
@@ -52,7 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Check every KMS host (the targets of kms_host resources in PLAYBOOKs, else the inventory group "
                     "kms_hosts) in one WinRM round trip each, plus the _vlmcs._tcp SRV record of each site's domain "
                     "and TCP 1688 from here. Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
-    sp.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory")
+    add_inventory_option(sp, required=True)
     sp.add_argument("playbooks", nargs="*", metavar="PLAYBOOK", help="playbooks whose kms_host targets are checked")
     sp.add_argument("--limit", help="restrict hosts to an inventory pattern (hosts, groups, sites)")
     sp.add_argument("--format", choices=["table", "json", "prometheus"], default="table")
@@ -71,22 +72,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 # ---------------------------------------------------------------------------- loading
 
-def load_targets(inventory: str, playbooks: Sequence[str], limit: str | None) -> tuple[Specs, list[str]]:
+def load_targets(inventory: str | Sequence[str], playbooks: Sequence[str], limit: str | None, vault=None) -> tuple[Specs, list[str]]:
     """(specs, KMS host names in inventory order). Secrets are NOT resolved here."""
     from ..spec.inventory import read_inventory
     from ..spec.load import load_specs
     from ..spec.patterns import match_hosts
 
-    inventory = os.path.abspath(inventory)
+    inventory = inventory_sources(inventory)
     if playbooks:
-        specs = load_specs([os.path.abspath(p) for p in playbooks], inventory, resolve_secrets=False, limit=limit)
+        specs = load_specs([os.path.abspath(p) for p in playbooks], inventory, resolve_secrets=False, limit=limit,
+                           vault=vault)
         wanted = {r.ref.target for r in specs.resources if r.ref.kind == "kms_host"}
         names = [h for h in specs.hosts if h in wanted]
         if not names:
             raise PlanError("no kms_host resource in the given playbooks targets an inventory host"
                             + (f" within --limit {limit!r}" if limit else ""))
         return specs, names
-    inv = read_inventory(inventory)
+    inv = read_inventory(inventory, vault=vault)
     errors = [d for d in inv.diagnostics if d.severity == "error"]
     if errors:
         raise SpecError(errors)
@@ -99,7 +101,7 @@ def load_targets(inventory: str, playbooks: Sequence[str], limit: str | None) ->
         path = os.path.join(tmp, "health.yml")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(f"- name: kmsdeploy health\n  hosts: {KMS_GROUP}\n  resources: []\n")
-        specs = load_specs([path], inventory, resolve_secrets=False, limit=limit)
+        specs = load_specs([path], inventory, resolve_secrets=False, limit=limit, vault=vault)
     names = [h for h in match_hosts(KMS_GROUP, specs.hosts)]
     if limit:
         allowed = set(match_hosts(limit, specs.hosts))
@@ -109,8 +111,8 @@ def load_targets(inventory: str, playbooks: Sequence[str], limit: str | None) ->
     return specs, names
 
 
-def resolve_host_secrets(host: Host) -> Host:
-    """The host with ``{env:}``/``{file:}`` references in its variables resolved (SecretError)."""
+def resolve_host_secrets(host: Host, vault=None) -> Host:
+    """The host with ``{env:}``/``{file:}``/``!vault`` references in its variables resolved (SecretError)."""
     import dataclasses
 
     from ..spec.secrets import refs_in, replace_refs, resolve
@@ -118,11 +120,11 @@ def resolve_host_secrets(host: Host) -> Host:
     refs = refs_in(dict(host.vars))
     if not refs:
         return host
-    resolved = {ref: resolve(ref) for ref in refs}
+    resolved = {ref: resolve(ref, vault) for ref in refs}
     return dataclasses.replace(host, vars=replace_refs(dict(host.vars), resolved))
 
 
-def build_targets(specs: Specs, names: Sequence[str]) -> list[collect_mod.Target]:
+def build_targets(specs: Specs, names: Sequence[str], vault=None) -> list[collect_mod.Target]:
     """Targets with thresholds; a bad ``kmsdeploy_health`` stops the run (all problems listed)."""
     problems, out = [], []
     for name in names:
@@ -137,7 +139,7 @@ def build_targets(specs: Specs, names: Sequence[str]) -> list[collect_mod.Target
             error = f"not a Windows host (ansible_connection is {host.connection!r}, health needs winrm)"
         else:
             try:
-                host = resolve_host_secrets(host)
+                host = resolve_host_secrets(host, vault)
             except SecretError as exc:
                 error = f"cannot connect: {exc}"
         out.append(collect_mod.Target(host, th, error))
@@ -212,17 +214,17 @@ def load_previous(path: str | None) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------------- the check
 
-def health(inventory: str, playbooks: Sequence[str] = (), *, limit: str | None = None, previous: str | None = None,
+def health(inventory: str | Sequence[str], playbooks: Sequence[str] = (), *, limit: str | None = None, previous: str | None = None,
            forks: int = 25, timeout: float | None = None, owner_id: str = "default",
            now: Callable[[], _dt.datetime] | None = None, transport_for=None,
-           system_resolver: Callable[[], str | None] = collect_mod.system_resolver) -> dict[str, Any]:
+           system_resolver: Callable[[], str | None] = collect_mod.system_resolver, vault=None) -> dict[str, Any]:
     """The health document for an inventory (raises KmsdeployError when it cannot check at all)."""
     prev = load_previous(previous)
-    specs, names = load_targets(inventory, playbooks, limit)
-    targets = build_targets(specs, names)
+    specs, names = load_targets(inventory, playbooks, limit, vault)
+    targets = build_targets(specs, names, vault)
     resolvers = choose_resolvers(specs, targets, system_resolver)
     timeouts = Timeouts(connect=timeout) if timeout else Timeouts()
-    ctx = RunContext(timeouts=timeouts, owner_id=owner_id, base_dir=os.path.dirname(os.path.abspath(inventory)))
+    ctx = RunContext(timeouts=timeouts, owner_id=owner_id, base_dir=inventory_base_dir(inventory))
     facts, srv = collect_mod.collect(targets, resolvers, ctx, owner_id=owner_id, forks=forks, transport_for=transport_for)
     clock = now or (lambda: _dt.datetime.now(_dt.timezone.utc))
     checked = clock()
@@ -246,7 +248,7 @@ def run(args) -> int:
     try:
         doc = health(args.inventory, args.playbooks, limit=args.limit, previous=args.previous,
                      forks=args.forks or 25, timeout=getattr(args, "timeout", None),
-                     owner_id=getattr(args, "owner_id", "default"))
+                     owner_id=getattr(args, "owner_id", "default"), vault=vault_secrets(args))
     except KmsdeployError as exc:
         lines = [str(d) for d in exc.diagnostics] if isinstance(exc, SpecError) else [str(exc)]
         for line in lines:

@@ -260,6 +260,17 @@ def explicit_aces(sd: SECURITY_DESCRIPTOR, names: Mapping[str, str] | None = Non
     return out
 
 
+def dacl_aces(sd: SECURITY_DESCRIPTOR) -> list[tuple[int, dict[str, Any]]]:
+    """Every allow/deny ACE of the DACL, inherited ones included, as ``(AceFlags, dict)`` in
+    DACL order (for evaluating effective rights; the diff uses :func:`explicit_aces`)."""
+    out = []
+    for ace in (sd.Dacl.aces if sd.Dacl else []):
+        d = _winacl_ace_to_dict(ace, {})
+        if d is not None:
+            out.append((int(ace.AceFlags), d))
+    return out
+
+
 def to_sddl(sd: SECURITY_DESCRIPTOR) -> str:
     """SDDL text of what was read (with SD flags 0x4: only ``D:...``), for display and backup."""
     return sd.to_sddl()

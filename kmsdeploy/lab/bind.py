@@ -73,7 +73,8 @@ class BindServer:
 
     def __init__(self, workdir: str | os.PathLike, address: str = "127.0.0.1", port: int | None = None,
                  zones: Mapping[str, Sequence[str]] | None = None, key_name: str = "kmsdeploy-key",
-                 algorithm: str = "hmac-sha256", named: str | None = None, ttl: int = 300):
+                 algorithm: str = "hmac-sha256", named: str | None = None, ttl: int = 300,
+                 open_zones: Sequence[str] = ()):
         self.workdir = Path(workdir).absolute()
         self.address = address
         self._requested_port = port
@@ -85,6 +86,9 @@ class BindServer:
         self.algorithm = algorithm
         self.named = named or shutil.which("named") or "/usr/sbin/named"
         self.ttl = ttl
+        #: zones that ALSO take unsigned updates from 127.0.0.0/8 (``allow-update`` instead of
+        #: ``update-policy``): what a zone open to KMS hosts' own publishing looks like
+        self.open_zones = {_zone_ok(z) for z in open_zones}
         self.proc: subprocess.Popen | None = None
 
     # -- paths ----------------------------------------------------------
@@ -137,7 +141,8 @@ class BindServer:
             self.write_zone(zone, records)
         zones = "".join(
             f'zone "{z}" {{ type primary; file "db.{z}"; '
-            f'update-policy {{ grant {self.key_name} zonesub ANY; }}; }};\n' for z in self.zones)
+            + (f'allow-update {{ key {self.key_name}; 127.0.0.0/8; }}; }};\n' if z in self.open_zones else
+               f'update-policy {{ grant {self.key_name} zonesub ANY; }}; }};\n') for z in self.zones)
         self.conf_file.write_text(
             f'options {{ directory "{self.zone_dir}"; pid-file "{self.workdir}/named.pid"; '
             f'session-keyfile "{self.workdir}/session.key"; managed-keys-directory "{self.zone_dir}";\n'

@@ -74,15 +74,18 @@ def lab_net(net: str | None) -> str:
 
 
 def up(path: str | None = None, *, sites: int = 3, clients: int = DEFAULT_CLIENTS, days: int = DEFAULT_DAYS,
-       seed: int = 1, net: str | None = None) -> dict[str, Any]:
+       seed: int = 1, net: str | None = None, windows_facts: list[str] | None = None) -> dict[str, Any]:
     """Start the lab (idempotent: an already running lab is reported, not restarted).
 
     ``clients`` per site over ``days`` (0 clients: none) are simulated into the KMS hosts'
-    event logs (see the module docstring); ``seed`` makes that population reproducible."""
+    event logs (see the module docstring); ``seed`` makes that population reproducible.
+    ``windows_facts``: ``[HOST:]KEY=VALUE`` settings of the facts ``kmsdeploy preflight``
+    reads (kmsdeploy/lab/model/system.py), for every Windows host or the one named."""
     from .bind import BindServer, BindStartError, free_port
 
     if clients < 0 or days < 1:
         raise LabError("--clients must be >= 0 and --days >= 1")
+    facts = parse_windows_facts(windows_facts or [])
     net = lab_net(net)
     root = state_dir(path)
     current = read_state(root)
@@ -107,6 +110,7 @@ def up(path: str | None = None, *, sites: int = 3, clients: int = DEFAULT_CLIENT
     (root / "lab.json").write_text(json.dumps(state, indent=2) + "\n")
     try:
         state["windows"] = start_windows(root / "windows", names, net=net)
+        apply_windows_facts(root / "windows", state["windows"]["hosts"], facts)
         if clients:
             state["population"] = populate(root / "windows", names, clients=clients, days=days, seed=seed)
             state["population"]["products"] = str(write_products(root))
@@ -116,6 +120,34 @@ def up(path: str | None = None, *, sites: int = 3, clients: int = DEFAULT_CLIENT
     (root / "lab.json").write_text(json.dumps(state, indent=2) + "\n")
     write_inventory(root, state)
     return state
+
+
+def parse_windows_facts(items: list[str]) -> list[tuple[str | None, str, Any]]:
+    """``[HOST:]KEY=VALUE`` -> (host or None, key, typed value); LabError on a bad one."""
+    from .model.system import parse_fact
+
+    out = []
+    for item in items:
+        head, sep, value = item.partition("=")
+        if not sep:
+            raise LabError(f"--windows-fact {item!r}: expected [HOST:]KEY=VALUE")
+        host, _, key = head.rpartition(":")
+        try:
+            out.append((host or None, key, parse_fact(key, value)))
+        except ValueError as exc:
+            raise LabError(f"--windows-fact {item!r}: {exc}") from None
+    return out
+
+
+def apply_windows_facts(wdir: Path, hosts: dict[str, str], facts: list[tuple[str | None, str, Any]]) -> None:
+    from .model import LabModel
+
+    model = LabModel(wdir)
+    for host, key, value in facts:
+        if host is not None and host not in hosts:
+            raise LabError(f"--windows-fact: no Windows host {host!r} in the lab (hosts: {', '.join(hosts)})")
+        for name in ([host] if host else list(hosts)):
+            model.set_system(name, **{key: value})
 
 
 def kms_host_name(site: str) -> str:

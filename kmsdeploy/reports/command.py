@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ..argtypes import add_inventory_option, add_vault_options, inventory_base_dir, inventory_sources, vault_secrets
 from ..argtypes import positive_int as _positive
 from ..errors import KmsdeployError, PlanError
 
@@ -60,12 +60,13 @@ def add_parsers(report_subparsers) -> None:
                         help="product catalog (YAML/JSON: {activation_id: {name, family: client|server}}) to name products")
 
     sp = report_subparsers.add_parser("collect", help="read new 12290 events from every KMS host into the activation store")
-    sp.add_argument("-i", "--inventory", required=True, help="Ansible-style YAML inventory")
+    add_inventory_option(sp, required=True)
     sp.add_argument("--limit", help="KMS hosts to read (inventory pattern; default: group kms_hosts, else every winrm host)")
     sp.add_argument("--forks", type=_positive, default=10, help="hosts read in parallel (default 10)")
     sp.add_argument("--page-size", type=_positive, default=20_000, help="events per runner call (default 20000)")
     sp.add_argument("--retries", type=int, default=2, help="retries on transient transport errors (default 2)")
     sp.add_argument("--format", choices=["text", "json"], default="text")
+    add_vault_options(sp)
     store_opt(sp)
     sp.set_defaults(func=run)
 
@@ -157,14 +158,15 @@ def _report(args, store_path: str) -> int:
     return 0
 
 
-def select_hosts(inventory: str, limit: str | None):
+def select_hosts(inventory: str | list[str], limit: str | None, vault=None):
     """KMS hosts to collect from, with secrets resolved; (hosts, warnings)."""
     from ..model import Host
     from ..spec import secrets
     from ..spec.inventory import groups_of, load_inventory
     from ..spec.patterns import PatternError, match_hosts
 
-    hosts = load_inventory(inventory)
+    sources = inventory_sources(inventory) or []
+    hosts = load_inventory(sources, vault=vault)
     pattern = limit or ("kms_hosts" if "kms_hosts" in groups_of(hosts) else None)
     try:
         names = match_hosts(pattern, hosts) if pattern else [n for n, h in hosts.items() if h.connection == "winrm"]
@@ -177,10 +179,10 @@ def select_hosts(inventory: str, limit: str | None):
             warnings.append(f"{n}: skipped, connection {h.connection!r} is not winrm (KMS hosts are Windows)")
             continue
         refs = secrets.refs_in(h.vars)
-        resolved = {r: secrets.resolve(r) for r in refs}
+        resolved = {r: secrets.resolve(r, vault) for r in refs}
         chosen.append(Host(h.name, secrets.replace_refs(dict(h.vars), resolved), h.groups, h.site))
     if not chosen:
-        raise PlanError(f"{inventory}: no KMS host (winrm) matches {pattern or 'the inventory'}")
+        raise PlanError(f"{', '.join(sources)}: no KMS host (winrm) matches {pattern or 'the inventory'}")
     return chosen, warnings
 
 
@@ -189,10 +191,10 @@ def _collect(args, store_path: str) -> int:
     from . import collect
     from .store import Store
 
-    hosts, warnings = select_hosts(args.inventory, args.limit)
+    hosts, warnings = select_hosts(args.inventory, args.limit, vault_secrets(args))
     for w in warnings:
         sys.stderr.write(w + "\n")
-    ctx = RunContext(base_dir=os.path.dirname(os.path.abspath(args.inventory)), retries=max(0, args.retries))
+    ctx = RunContext(base_dir=inventory_base_dir(args.inventory), retries=max(0, args.retries))
     catalog = _load_catalog(args.products)
     fetch = collect.winrm_fetch(ctx)
     with Store(store_path) as s:

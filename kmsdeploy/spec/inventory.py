@@ -1,47 +1,75 @@
-"""Ansible-compatible YAML inventories: groups, hosts, vars, group_vars/ and host_vars/.
+"""Ansible-compatible inventories: YAML, INI, dynamic (script / JSON), group_vars/ and host_vars/.
 
-Layout (see docs/specs.md "Inventory")::
+What ``ansible-inventory -i SRC... --list`` shows is what this module builds (the
+compatibility suite in tests/integration/test_ansible_oracle.py runs real Ansible to
+prove it). See docs/specs.md "Inventory".
 
-    inventory/hosts.yml           all: {hosts, vars, children: {group: {hosts, vars, children}}}
-    inventory/group_vars/<group>.yml|.yaml|.json   or  group_vars/<group>/*.yml ...
-    inventory/host_vars/<host>.yml|.yaml|.json     or  host_vars/<host>/*.yml ...
+Sources (``-i``, repeatable, read in the order given into one inventory):
 
-``inventory`` may name the file or its directory (then ``hosts.yml`` or ``hosts.yaml``
-inside it is used). group_vars/ and host_vars/ sit beside the inventory file.
+* a **file**, format by content: an executable file is a dynamic inventory script
+  (run with ``--list``, :mod:`.inventory_script`); ``.yml``/``.yaml`` is YAML; ``.ini`` is
+  INI (:mod:`.inventory_ini`); ``.json`` and anything starting with ``{`` is JSON (the
+  ``ansible-inventory --list`` shape, or the YAML shape); otherwise a file whose first
+  meaningful line is a ``[section]`` or a host line is INI, else YAML;
+* a **directory**: every file in it, in name order (subdirectories too), skipping hidden
+  files, ``group_vars``, ``host_vars`` and Ansible's ignored extensions
+  (:data:`IGNORED_EXTENSIONS`).
 
-Variable precedence, lowest first (a later source replaces a whole top-level variable;
-dictionaries are not merged, as Ansible's default ``hash_behaviour=replace``)::
+Variables, lowest precedence first (Ansible's default ``VARIABLE_PRECEDENCE``; a later
+source replaces a whole top-level variable, ``hash_behaviour=replace``)::
 
-    all  <  parent groups  <  child groups    (per group: inventory vars, then its group_vars file)
-         <  host vars in the inventory file   <  host_vars file
+    all's inventory vars < every other group's inventory vars (sorted)
+    < group_vars/all next to each inventory source < group_vars/all next to the playbook
+    < group_vars/<group> next to each source (sorted) < group_vars/<group> next to the playbook
+    < the host's inventory vars < host_vars/<host> next to each source < ... next to the playbook
 
-Groups of the same depth are applied in alphabetical order (as Ansible). Sites: the
-children of a group named ``sites`` are the sites; a host's site is the site group that
-contains it directly or through nested groups; a host in two sites is an error unless
-its variables set ``site``. Any ``{env: NAME}`` / ``{file: PATH}`` mapping in variables
+"sorted" is Ansible's group order: depth (longest path from ``all``), then
+``ansible_group_priority`` (set in the inventory; default 1), then name. Vars files are
+``NAME``, ``NAME.yml``, ``NAME.yaml`` or ``NAME.json`` (the first that exists) or a
+directory ``NAME/`` whose files (no extension or one of those) are read in name order,
+subdirectories in place. Any ``{env: NAME}`` / ``{file: PATH}`` mapping in variables
 becomes a :class:`~kmsdeploy.model.SecretRef`.
+
+Sites: the children of a group named ``sites`` are the sites; a host's site is the site
+group that contains it directly or through nested groups; a host in two sites is an error
+unless its variables set ``site``.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import Diagnostic, SpecError
 from ..model import Host, Location
+from .hostrange import RangeError, expand
+from .inventory_data import Estate, InventoryProblem
+from .inventory_ini import looks_like_ini, parse_ini, split_host_port
+from .inventory_script import ScriptError, apply_list, decode_json, is_list_shape, run_script, timeout_seconds
 from .schemas import SchemaSet
-from .secrets import is_secret_mapping, to_ref
+from .secrets import is_secret_mapping, sensitive, to_ref
 from .validate import schema_diagnostics
-from .yamlpos import YDict, YList, load_yaml
+from .vault import VaultError, VaultSecrets, decrypt, is_vault
+from .yamlpos import YDict, YList, load_yaml, parse_yaml
 
-VARS_EXTENSIONS = (".yml", ".yaml", ".json")
+#: a vars file is NAME or NAME + one of these (Ansible's YAML_FILENAME_EXTENSIONS)
+VARS_EXTENSIONS = ("", ".yml", ".yaml", ".json")
+#: files skipped in an inventory directory (Ansible's INVENTORY_IGNORE_EXTS default)
+IGNORED_EXTENSIONS = (".pyc", ".pyo", ".swp", ".bak", "~", ".rpm", ".md", ".txt", ".rst", ".orig", ".cfg", ".retry")
+#: entries always skipped in an inventory directory (Ansible's IGNORED_ALWAYS)
+IGNORED_NAMES = ("group_vars", "host_vars", "vars_plugins")
 SITES_GROUP = "sites"
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,252}$")
+_SCHEMA_URI = "https://kmsdeploy.example/schemas/inventory.schema.json"
 
 
 @dataclass
 class Inventory:
     """A loaded inventory (possibly with problems in ``diagnostics``)."""
 
+    #: the first inventory file read (the given path when nothing could be read)
     path: str
     hosts: dict[str, Host] = field(default_factory=dict)
     #: group -> member host names (transitive, inventory order); includes "all" and "ungrouped"
@@ -51,31 +79,10 @@ class Inventory:
     #: (path, bytes) of every file read, in reading order (for the specs digest)
     files: list[tuple[str, bytes]] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
-
-
-@dataclass
-class _Group:
-    name: str
-    loc: Location | None = None
-    hosts: list[str] = field(default_factory=list)
-    children: list[str] = field(default_factory=list)
-    parents: set[str] = field(default_factory=set)
-    vars: dict[str, Any] = field(default_factory=dict)
-    file_vars: dict[str, Any] = field(default_factory=dict)
-    #: the same names as ``hosts``/``children``, for O(1) membership tests
-    host_set: set[str] = field(default_factory=set)
-    child_set: set[str] = field(default_factory=set)
-
-
-def inventory_file(path: str) -> str | None:
-    """The inventory file for ``path`` (a file, or a directory holding hosts.yml/hosts.yaml)."""
-    if os.path.isdir(path):
-        for name in ("hosts.yml", "hosts.yaml"):
-            candidate = os.path.join(path, name)
-            if os.path.isfile(candidate):
-                return candidate
-        return None
-    return path
+    #: the sources as given (files, directories, scripts)
+    sources: list[str] = field(default_factory=list)
+    #: direct structure (hosts and child groups in Ansible's order), for ``kmsdeploy inventory``
+    estate: Estate | None = None
 
 
 def secret_refs(value: Any, declared_in: str, loc: Location | None = None) -> Any:
@@ -94,14 +101,39 @@ def secret_refs(value: Any, declared_in: str, loc: Location | None = None) -> An
     return value
 
 
+def inventory_file(path: str) -> str | None:
+    """Kept for callers of the single-file API: ``path`` itself (a directory is a source too)."""
+    return path if os.path.exists(path) else None
+
+
+def ignored_entry(name: str) -> bool:
+    """True for directory entries Ansible does not read as inventory sources."""
+    return name.startswith(".") or name in IGNORED_NAMES or name.endswith(IGNORED_EXTENSIONS)
+
+
+def detect_format(path: str, raw: bytes) -> str:
+    """``yaml``, ``ini`` or ``json`` for an inventory file (scripts are detected before)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".yml", ".yaml"):
+        return "yaml"
+    if ext == ".ini":
+        return "ini"
+    text = raw.decode("utf-8", "replace").lstrip("\ufeff")
+    if ext == ".json" or text.lstrip().startswith("{"):
+        return "json"
+    return "ini" if looks_like_ini(text) else "yaml"
+
+
 class _Reader:
-    def __init__(self, path: str, schemas: SchemaSet):
-        self.inv = Inventory(path=path)
+    def __init__(self, sources: Sequence[str], schemas: SchemaSet, playbook_dirs: Sequence[str], vault: VaultSecrets | None):
+        self.sources = list(sources)
+        self.inv = Inventory(path=self.sources[0] if self.sources else "", sources=list(self.sources))
         self.schemas = schemas
-        self.groups: dict[str, _Group] = {}
-        self.host_order: list[str] = []
-        self.host_vars: dict[str, dict[str, Any]] = {}
-        self.host_file_vars: dict[str, dict[str, Any]] = {}
+        self.playbook_dirs = list(playbook_dirs)
+        #: Ansible Vault passwords for whole encrypted vars files (spec/vault.py)
+        self.vault = vault
+        self.estate = Estate()
+        self.first_file: str | None = None
 
     # -- helpers -----------------------------------------------------------------------
     def error(self, message: str, loc: Location | None, file: str | None = None) -> None:
@@ -113,118 +145,257 @@ class _Reader:
     def warn(self, message: str, file: str) -> None:
         self.inv.diagnostics.append(Diagnostic(message, file, 1, 1, severity="warning"))
 
-    def group(self, name: str, loc: Location | None) -> _Group:
-        g = self.groups.get(name)
-        if g is None:
-            g = self.groups[name] = _Group(name, loc)
-        return g
+    # -- sources -------------------------------------------------------------------------
+    def read(self) -> Inventory:
+        if not self.sources:
+            self.error("no inventory source given", None, "<inventory>")
+            return self.inv
+        for src in self.sources:
+            if not os.path.exists(src):
+                self.error(f"inventory source {src} does not exist", None, src)
+                continue
+            self.source(src, top=True)
+        if any(d.severity == "error" for d in self.inv.diagnostics):
+            return self.inv
+        self.estate.reconcile()
+        if self.first_file:
+            self.inv.path = self.first_file
+        self.inv.estate = self.estate
+        self.inv.host_locations = dict(self.estate.host_locations)
+        dirs = []
+        for src in self.sources:
+            d = src if os.path.isdir(src) else os.path.dirname(src)
+            dirs.append(d)
+        inventory_vars = [self.read_vars_dirs(d) for d in dirs]
+        playbook_vars = [self.read_vars_dirs(d) for d in self.playbook_dirs]
+        self.build(inventory_vars, playbook_vars)
+        return self.inv
+
+    def source(self, path: str, *, top: bool) -> None:
+        if os.path.isdir(path):
+            try:
+                entries = sorted(os.listdir(path))
+            except OSError as e:
+                self.error(f"cannot read inventory directory: {e.strerror or e}", None, path)
+                return
+            before = len(self.inv.files)
+            for entry in entries:
+                if not ignored_entry(entry):
+                    self.source(os.path.join(path, entry), top=False)
+            if top and len(self.inv.files) == before and not self.estate.hosts:
+                self.error(f"inventory directory {path} holds no inventory file", None, path)
+            return
+        if self.first_file is None:
+            self.first_file = path
+        if os.access(path, os.X_OK):
+            self.script(path)
+            return
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read()
+        except OSError as e:
+            self.error(f"cannot read file: {e.strerror or e}", None, path)
+            return
+        self.inv.files.append((path, raw))
+        fmt = detect_format(path, raw)
+        self.estate.touched_hosts, self.estate.touched_groups = set(), set()
+        if fmt == "ini":
+            try:
+                text = raw.decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                self.error(f"file is not valid UTF-8 (byte offset {e.start})", None, path)
+                return
+            self.inv.diagnostics.extend(parse_ini(text, path, self.estate))
+            self.check_loose_vars(path)
+            return
+        data, diags = parse_yaml(raw, path, expect=dict, json_file=fmt == "json")
+        self.inv.diagnostics.extend(diags)
+        if data is None:
+            return
+        if fmt == "json" and is_list_shape(data):
+            try:
+                apply_list(data, Location(path, 1, 1), self.estate)
+            except InventoryProblem as e:
+                self.error(e.message, e.loc)
+            self.check_loose_vars(path)
+            return
+        self.yaml(data, path)
+
+    def script(self, path: str) -> None:
+        timeout = timeout_seconds()
+        self.estate.touched_hosts, self.estate.touched_groups = set(), set()
+        try:
+            raw = run_script(path, ["--list"], timeout)
+            self.inv.files.append((path, raw))
+            data = decode_json(raw, f"the output of inventory script {path} --list")
+
+            def host_vars(name: str) -> Any:
+                out = run_script(path, ["--host", name], timeout)
+                return decode_json(out, f"the output of inventory script {path} --host {name}") if out.strip() else {}
+
+            apply_list(data, Location(path, 1, 1), self.estate, host_vars)
+        except ScriptError as e:
+            self.error(str(e), None, path)
+            return
+        except InventoryProblem as e:
+            self.error(f"inventory script {path}: {e.message}", None, path)
+            return
+        self.check_loose_vars(path)
+
+    def check_loose_vars(self, path: str) -> None:
+        """INI and JSON values were not validated by the YAML schema: check them here, and
+        turn secret mappings into references (paths relative to ``path``)."""
+        fallback = Location(path, 1, 1)
+        for name in sorted(self.estate.touched_groups):
+            self.check_vars(self.estate.groups[name].vars, self.estate.groups[name].loc or fallback, path)
+        for host in self.estate.touched_hosts:
+            self.check_vars(self.estate.hosts[host], self.estate.host_locations.get(host, fallback), path)
+            self.check_host_name(host, self.estate.host_locations.get(host, fallback))
+
+    def check_vars(self, values: dict[str, Any], loc: Location, path: str) -> None:
+        if not values:
+            return
+        doc = YDict(values, loc=loc)
+        errors, _ = self.schemas.validate("inventory.schema.json", doc, pointer="/$defs/vars")
+        if errors:
+            reg = self.schemas.registry.resolver(base_uri=_SCHEMA_URI)
+            self.inv.diagnostics.extend(schema_diagnostics(errors, doc, what="variables", resolver=reg,
+                                                           is_secret_schema=self.schemas.is_secret_schema, fallback=loc))
+        for k, v in values.items():
+            if isinstance(v, (dict, list)):
+                values[k] = secret_refs(v, path, loc)
+
+    def check_host_name(self, name: str, loc: Location | None) -> None:
+        if not _HOST_NAME.match(name):
+            self.error(f"invalid host name {name!r} (letters, digits, '_', '.', ':' and '-')", loc)
+
+    # -- YAML inventories ------------------------------------------------------------------
+    def yaml(self, data: YDict, path: str) -> None:
+        errors, _ = self.schemas.validate("inventory.schema.json", data, cache=False)
+        reg = self.schemas.registry.resolver(base_uri=_SCHEMA_URI)
+        self.inv.diagnostics.extend(
+            schema_diagnostics(errors, data, what="inventory", resolver=reg, is_secret_schema=self.schemas.is_secret_schema,
+                               fallback=data.loc)
+        )
+        if errors:
+            return  # shapes are wrong: do not guess further
+        for name, body in data.items():
+            self.estate.add_group(str(name), data.key_loc(name))
+            self.walk(str(name), body, path)
+
+    def walk(self, name: str, body: Any, file: str) -> None:
+        if not isinstance(body, YDict):
+            return
+        est = self.estate
+        # Ansible's yaml plugin reads vars, then children, then hosts; only the creation
+        # order of hosts depends on that, and we keep document order for it (Inventory.hosts)
+        for key, value in body.items():
+            if key == "vars" and isinstance(value, dict):
+                for k, v in value.items():
+                    try:
+                        est.set_group_var(name, k, secret_refs(v, file, value.value_loc(k)), value.value_loc(k))
+                    except InventoryProblem as e:
+                        self.error(e.message, e.loc)
+            elif key == "hosts" and isinstance(value, YDict):
+                for pattern, hvars in value.items():
+                    loc = value.key_loc(pattern)
+                    host_part, port = split_host_port(str(pattern))
+                    try:
+                        names = expand(host_part)
+                    except RangeError as e:
+                        self.error(e.message, Location(loc.file, loc.line, loc.col + e.offset) if loc else None)
+                        continue
+                    converted = self.vars_of(hvars, file)
+                    for host in names:
+                        self.check_host_name(host, loc)
+                        est.add_host(host, name, loc, port)
+                        for k, v in converted.items():
+                            est.set_host_var(host, k, v)
+            elif key == "children" and isinstance(value, YDict):
+                for child, cbody in value.items():
+                    child = str(child)
+                    try:
+                        est.add_child(name, child, value.key_loc(child))
+                    except InventoryProblem as e:
+                        self.error(e.message, e.loc)
+                        continue
+                    self.walk(child, cbody, file)
 
     def vars_of(self, data: Any, file: str) -> dict[str, Any]:
         if not isinstance(data, dict):
             return {}
         return secret_refs(data, file)
 
-    # -- the inventory file --------------------------------------------------------------
-    def read(self) -> Inventory:
-        given = self.inv.path
-        path = inventory_file(given)
-        if path is None:
-            self.error(f"inventory directory {given} has no hosts.yml or hosts.yaml", None, given)
-            return self.inv
-        self.inv.path = path
-        data, raw, diags = load_yaml(path, expect=dict)
-        if raw is not None:
-            self.inv.files.append((path, raw))
-        self.inv.diagnostics.extend(diags)
-        if data is None:
-            return self.inv
-        errors, _ = self.schemas.validate("inventory.schema.json", data, cache=False)
-        reg = self.schemas.registry.resolver(base_uri="https://kmsdeploy.example/schemas/inventory.schema.json")
-        self.inv.diagnostics.extend(
-            schema_diagnostics(errors, data, what="inventory", resolver=reg, is_secret_schema=self.schemas.is_secret_schema,
-                               fallback=data.loc)
-        )
-        if errors:
-            return self.inv  # shapes are wrong: do not guess further
-        all_group = self.group("all", data.loc)
-        for name, body in data.items():
-            g = self.group(name, data.key_loc(name))
-            if name != "all" and "all" not in g.parents:
-                g.parents.add("all")
-                all_group.children.append(name)
-            self.walk(name, body, path)
-        base = os.path.dirname(path)
-        self.read_vars_dir(os.path.join(base, "group_vars"), is_group=True)
-        self.read_vars_dir(os.path.join(base, "host_vars"), is_group=False)
-        self.build()
-        return self.inv
-
-    def walk(self, name: str, body: Any, file: str, stack: tuple[str, ...] = ()) -> None:
-        if name in stack:
-            self.error(f"group {name!r} is its own ancestor ({' -> '.join(stack + (name,))})", self.groups[name].loc)
-            return
-        g = self.groups[name]
-        if not isinstance(body, YDict):
-            return
-        for key, value in body.items():
-            if key == "vars" and isinstance(value, dict):
-                g.vars.update(self.vars_of(value, file))
-            elif key == "hosts" and isinstance(value, YDict):
-                for host, hvars in value.items():
-                    host = str(host)
-                    if host not in self.host_vars:
-                        self.host_order.append(host)
-                        self.host_vars[host] = {}
-                        self.inv.host_locations[host] = value.key_loc(host)
-                    if host not in g.host_set:
-                        g.host_set.add(host)
-                        g.hosts.append(host)
-                    self.host_vars[host].update(self.vars_of(hvars, file))
-            elif key == "children" and isinstance(value, YDict):
-                for child, cbody in value.items():
-                    child = str(child)
-                    if child == "all":
-                        self.error("group 'all' cannot be a child group", value.key_loc(child))
-                        continue
-                    c = self.group(child, value.key_loc(child))
-                    c.parents.add(name)
-                    if child not in g.child_set:
-                        g.child_set.add(child)
-                        g.children.append(child)
-                    self.walk(child, cbody, file, stack + (name,))
-
     # -- group_vars/ and host_vars/ ------------------------------------------------------
-    def read_vars_dir(self, directory: str, *, is_group: bool) -> None:
+    def read_vars_dirs(self, base: str) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """(group -> vars, host -> vars) from ``base``/group_vars and ``base``/host_vars."""
+        return (self.read_vars_dir(os.path.join(base, "group_vars"), self.estate.groups, "group"),
+                self.read_vars_dir(os.path.join(base, "host_vars"), self.estate.hosts, "host"))
+
+    def read_vars_dir(self, directory: str, known: Mapping[str, Any], what: str) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
         if not os.path.isdir(directory):
-            return
-        what = "group_vars" if is_group else "host_vars"
-        for entry in sorted(os.listdir(directory)):
-            if entry.startswith("."):
+            return out
+        try:
+            entries = sorted(os.listdir(directory))
+        except OSError as e:
+            self.error(f"cannot read directory: {e.strerror or e}", None, directory)
+            return out
+        # entities are looked up by name, as Ansible's host_group_vars plugin does: a file for a
+        # name that is not in the inventory is never read (a warning guards against typos)
+        claimed: set[str] = set()
+        for name in known:
+            files = self.vars_files(directory, name)
+            if files:
+                claimed.update(os.path.relpath(f, directory).split(os.sep, 1)[0] for f in files)
+                merged: dict[str, Any] = {}
+                for f in files:
+                    merged.update(self.read_vars_file(f))
+                out[name] = merged
+        for entry in entries:
+            if entry in claimed or entry.startswith(".") or entry.endswith("~"):
                 continue
-            full = os.path.join(directory, entry)
+            stem, ext = os.path.splitext(entry)
+            if os.path.isfile(os.path.join(directory, entry)) and ext not in VARS_EXTENSIONS:
+                continue  # not a vars file (README.md, notes.txt)
+            name = stem if ext in VARS_EXTENSIONS and ext else entry
+            if name in known:
+                self.warn(f"{os.path.basename(directory)}/{entry}: ignored: only the first of {name}/, {name}.yml, "
+                          f"{name}.yaml, {name}.json is read (as in Ansible)", os.path.join(directory, entry))
+                continue
+            self.warn(f"{os.path.basename(directory)}/{entry}: no {what} named {name!r} in the "
+                      "inventory; ignored", os.path.join(directory, entry))
+        return out
+
+    def vars_files(self, directory: str, name: str) -> list[str]:
+        """Ansible's ``find_vars_files``: the first of NAME, NAME.yml, NAME.yaml, NAME.json."""
+        if os.sep in name or name in (".", ".."):
+            return []
+        base = os.path.join(directory, name)
+        for ext in VARS_EXTENSIONS:
+            full = base + ext
             if os.path.isdir(full):
-                name = entry
-                files = []
-                for root, dirs, names in os.walk(full):
-                    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                    files.extend(os.path.join(root, n) for n in sorted(names)
-                                 if n.endswith(VARS_EXTENSIONS) and not n.startswith("."))
-            else:
-                stem, ext = os.path.splitext(entry)
-                if ext not in VARS_EXTENSIONS:
-                    continue
-                name, files = stem, [full]
-            known = name in self.groups if is_group else name in self.host_vars
-            if not known:
-                self.warn(f"{what}/{entry}: no {'group' if is_group else 'host'} named {name!r} in the inventory; ignored",
-                          full)
+                return self.vars_dir_files(full)
+            if os.path.isfile(full):
+                return [full]
+        return []
+
+    def vars_dir_files(self, path: str) -> list[str]:
+        found: list[str] = []
+        for entry in sorted(os.listdir(path)):
+            if entry.startswith(".") or entry.endswith("~"):
                 continue
-            for f in files:
-                merged = self.read_vars_file(f)
-                target = self.groups[name].file_vars if is_group else self.host_file_vars.setdefault(name, {})
-                target.update(merged)
+            full = os.path.join(path, entry)
+            ext = os.path.splitext(entry)[1]
+            if os.path.isdir(full) and not ext:
+                found.extend(self.vars_dir_files(full))
+            elif os.path.isfile(full) and ext in VARS_EXTENSIONS:
+                found.append(full)
+        return found
 
     def read_vars_file(self, path: str) -> dict[str, Any]:
+        """One vars file's bytes -> its variables (the single place a vars file is parsed; a
+        whole vault-encrypted file is decrypted here with ``self.vault``)."""
         try:
             with open(path, "rb") as fh:
                 raw = fh.read()
@@ -232,93 +403,83 @@ class _Reader:
             self.error(f"cannot read file: {e.strerror or e}", None, path)
             return {}
         self.inv.files.append((path, raw))
+        raw, sealed = self.unseal(raw, path)
+        if raw is None:
+            return {}
         text = raw.decode("utf-8", "replace")
         if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()) and not path.endswith(".json"):
             return {}  # an empty vars file is allowed (as in Ansible)
-        data, _, diags = load_yaml(path, expect=dict)
+        data, diags = parse_yaml(raw, path, expect=dict, json_file=path.endswith(".json"))
         self.inv.diagnostics.extend(diags)
         if data is None:
             return {}
         errors, _ = self.schemas.validate("inventory.schema.json", data, pointer="/$defs/vars")
-        reg = self.schemas.registry.resolver(base_uri="https://kmsdeploy.example/schemas/inventory.schema.json")
+        reg = self.schemas.registry.resolver(base_uri=_SCHEMA_URI)
         self.inv.diagnostics.extend(
             schema_diagnostics(errors, data, what="variables", resolver=reg, is_secret_schema=self.schemas.is_secret_schema,
                                fallback=data.loc)
         )
         if errors:
             return {}
-        return self.vars_of(data, path)
+        found = self.vars_of(data, path)
+        return sensitive(found, f"vault-encrypted file {path}", self.plain_settings()) if sealed else found
+
+    def plain_settings(self) -> set[str]:
+        """Connection settings the inventory schema checks that hold no secret (ansible_host,
+        ansible_user, ...): kept as text even in an encrypted file, because they are read as text."""
+        props = self.schemas.schemas["inventory.schema.json"]["$defs"]["vars"]["properties"]
+        return {k for k, v in props.items() if "secret" not in json.dumps(v)}
+
+    def unseal(self, raw: bytes, path: str) -> tuple[bytes | None, bool]:
+        """A whole vault-encrypted vars file (detected by content) -> ``(plaintext, True)``;
+        any other file -> ``(raw, False)``; ``(None, True)`` once the reason it cannot be
+        decrypted is reported. Its variables are then all secrets (``sensitive``)."""
+        if not is_vault(raw):
+            return raw, False
+        try:
+            return decrypt(raw, self.vault), True
+        except VaultError as e:
+            self.error(f"vault-encrypted file: {e}", None, path)
+            return None, True
 
     # -- merging -------------------------------------------------------------------------
-    def build(self) -> None:
-        groups = self.groups
-        # depth: longest path from 'all'
-        depth: dict[str, int] = {}
-
-        def depth_of(name: str, seen: tuple[str, ...] = ()) -> int:
-            if name in depth:
-                return depth[name]
-            if name == "all" or name in seen:
-                return 0
-            parents = groups[name].parents or {"all"}
-            d = 1 + max(depth_of(p, seen + (name,)) for p in parents)
-            depth[name] = d
-            return d
-
-        for name in groups:
-            depth_of(name)
-        depth["all"] = 0
-
-        # transitive membership in inventory order
-        members: dict[str, set[str]] = {}
-
-        def members_of(name: str, seen: tuple[str, ...] = ()) -> set[str]:
-            if name in members:
-                return members[name]
-            if name in seen:
-                return set()
-            out = set(groups[name].hosts)
-            for child in groups[name].children:
-                out |= members_of(child, seen + (name,))
-            members[name] = out
-            return out
-
-        for name in groups:
-            members_of(name)
-        members["all"] = set(self.host_order)
-        # a host is grouped when some group other than 'all' lists it directly (transitive
-        # membership only ever comes from direct listings, and 'all' is nobody's child)
-        grouped: set[str] = set()
-        for g, grp in groups.items():
-            if g != "all":
-                grouped.update(grp.hosts)
-        ungrouped = [h for h in self.host_order if h not in grouped]
-        if "ungrouped" not in groups:
-            groups["ungrouped"] = _Group("ungrouped", None, hosts=list(ungrouped), parents={"all"},
-                                         host_set=set(ungrouped))
-            depth["ungrouped"] = 1
-        members["ungrouped"] = set(ungrouped) | members.get("ungrouped", set())
-        # inventory order without a hosts x groups scan: sort each group's members by position
-        position = {h: i for i, h in enumerate(self.host_order)}
+    def build(self, inventory_vars: list[tuple[dict, dict]], playbook_vars: list[tuple[dict, dict]]) -> None:
+        est = self.estate
+        groups = est.groups
+        depth = est.depths()
+        members = est.members()
+        members["all"] = set(est.hosts)
+        host_order = list(est.hosts)
+        position = {h: i for i, h in enumerate(host_order)}
         self.inv.groups = {g: sorted(members[g], key=position.__getitem__) for g in groups}
-
         sites = list(groups[SITES_GROUP].children) if SITES_GROUP in groups else []
         self.inv.sites = sites
         site_rank = {s: i for i, s in enumerate(sites)}
-        order = sorted(groups, key=lambda g: (depth.get(g, 0), g))
-        # host -> its groups in precedence order (one pass over the memberships)
-        groups_of_host: dict[str, list[str]] = {h: [] for h in self.host_order}
+        # Ansible's sort_groups: (depth, priority, name)
+        order = sorted((g for g in groups if g != "all"), key=lambda g: (depth.get(g, 0), groups[g].priority, g))
+        groups_of_host: dict[str, list[str]] = {h: [] for h in host_order}
         for g in order:
             for h in members[g]:
                 groups_of_host[h].append(g)
-        for host in self.host_order:
+        all_vars = groups["all"].vars
+        all_files = [gv.get("all", {}) for gv, _ in inventory_vars] + [gv.get("all", {}) for gv, _ in playbook_vars]
+        for host in host_order:
             host_groups = groups_of_host[host]
-            merged: dict[str, Any] = {}
+            merged: dict[str, Any] = dict(all_vars)
             for g in host_groups:
                 merged.update(groups[g].vars)
-                merged.update(groups[g].file_vars)
-            merged.update(self.host_vars.get(host, {}))
-            merged.update(self.host_file_vars.get(host, {}))
+            for layer in all_files:
+                merged.update(layer)
+            for gv, _ in inventory_vars + playbook_vars:
+                for g in host_groups:
+                    hit = gv.get(g)
+                    if hit:
+                        merged.update(hit)
+            merged.update(est.hosts[host])
+            for _, hv in inventory_vars + playbook_vars:
+                hit = hv.get(host)
+                if hit:
+                    merged.update(hit)
             in_sites = sorted((g for g in host_groups if g in site_rank), key=site_rank.__getitem__)
             site_var = merged.get("site")
             if isinstance(site_var, str) and site_var:
@@ -337,24 +498,32 @@ class _Reader:
             self.inv.hosts[host] = Host(
                 name=host,
                 vars=merged,
-                groups=tuple(sorted(g for g in host_groups if g != "all")),
+                groups=tuple(sorted(host_groups)),
                 site=site,
             )
 
 
-def read_inventory(path: str, schemas: SchemaSet | None = None) -> Inventory:
-    """Load an inventory, collecting every problem in ``Inventory.diagnostics`` (no raise)."""
-    return _Reader(path, schemas or SchemaSet()).read()
+def read_inventory(sources: str | Sequence[str], schemas: SchemaSet | None = None, *,
+                   playbook_dirs: Sequence[str] = (), vault: VaultSecrets | None = None) -> Inventory:
+    """Load an inventory from one source or several (``-i`` repeated), collecting every
+    problem in ``Inventory.diagnostics`` (no raise).
+
+    ``playbook_dirs``: directories whose group_vars/ and host_vars/ also apply (next to
+    the playbook, above the inventory's). ``vault`` decrypts whole vault-encrypted
+    vars files (without it they are errors).
+    """
+    given = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    return _Reader([os.fspath(s) for s in given], schemas or SchemaSet(), playbook_dirs, vault).read()
 
 
-def load_inventory(path: str) -> dict[str, Host]:
+def load_inventory(sources: str | Sequence[str], *, playbook_dirs: Sequence[str] = (), vault: VaultSecrets | None = None) -> dict[str, Host]:
     """Load an inventory into ``{host name: Host}`` in inventory order.
 
     Host variables are merged by precedence (module docstring); secret references stay
     unresolved :class:`~kmsdeploy.model.SecretRef`. Raises :class:`SpecError` with every
     problem found.
     """
-    inv = read_inventory(path)
+    inv = read_inventory(sources, playbook_dirs=playbook_dirs, vault=vault)
     errors = [d for d in inv.diagnostics if d.severity == "error"]
     if errors:
         raise SpecError(errors)

@@ -13,7 +13,8 @@ import dataclasses
 import difflib
 import gc
 import hashlib
-from typing import Any, Mapping, Sequence
+import os
+from typing import Any, Iterator, Mapping, Sequence
 
 from .. import kinds as kind_registry
 from ..errors import Diagnostic, SecretError, SpecError
@@ -21,9 +22,11 @@ from .publishing import check_srv_writers
 from ..kinds.base import Kind
 from ..model import Host, Location, Play, Ref, Resource, Secret, SecretRef, Specs
 from .inventory import Inventory, read_inventory
+from .loops import LoopError, duplicate_identities, iterations
 from .patterns import PatternError, match_hosts
 from .schemas import SchemaSet, uri_for, value_key
 from .secrets import is_secret_mapping, refs_in, replace_refs, resolve, to_ref
+from .vault import VaultSecrets
 from .template import LazyMap, Renderer, Scope, TemplateError, contains_template, is_template
 from .validate import (
     cycle_diagnostics,
@@ -140,10 +143,12 @@ class _Pending:
 
 
 class _Loader:
-    def __init__(self, playbooks: Sequence[str], inventory: str | None, *, resolve_secrets: bool, limit: str | None,
-                 kinds: Mapping[str, Kind] | None, schemas: SchemaSet | None):
+    def __init__(self, playbooks: Sequence[str], inventory: str | Sequence[str] | None, *, resolve_secrets: bool,
+                 limit: str | None, kinds: Mapping[str, Kind] | None, schemas: SchemaSet | None, vault: VaultSecrets | None = None):
         self.playbooks = list(playbooks)
-        self.inventory_path = inventory
+        #: the inventory sources (``-i`` may be repeated), or None
+        self.inventory_path = [inventory] if isinstance(inventory, str) else (list(inventory) if inventory else None)
+        self.vault = vault
         self.resolve_secrets = resolve_secrets
         self.limit = limit
         self.kinds = KindLookup(kinds)
@@ -154,7 +159,7 @@ class _Loader:
         self.inv: Inventory | None = None
         self.plays: list[Play] = []
         self.pending: list[_Pending] = []
-        self.secret_cache: dict[tuple[str, str], Secret | SecretError] = {}
+        self.secret_cache: dict[tuple[str, str, str], Secret | SecretError] = {}
         self.kind_status: dict[str, tuple[Kind | None, str | None]] = {}
         self.targeted: list[str] = []
         self._targeted_set: set[str] = set()
@@ -169,7 +174,9 @@ class _Loader:
     def run(self) -> Specs:
         limit_set: set[str] | None = None
         if self.inventory_path is not None:
-            self.inv = read_inventory(self.inventory_path, self.schemas)
+            # group_vars/host_vars next to the playbooks apply too (above the inventory's), as in Ansible
+            playbook_dirs = list(dict.fromkeys(os.path.dirname(os.path.abspath(p)) for p in self.playbooks))
+            self.inv = read_inventory(self.inventory_path, self.schemas, playbook_dirs=playbook_dirs, vault=self.vault)
             self.files.extend(self.inv.files)
             self.diags.extend(self.inv.diagnostics)
             if any(d.severity == "error" for d in self.inv.diagnostics):
@@ -214,7 +221,7 @@ class _Loader:
             sources=tuple(p for p, _ in self.files),
             digest="sha256:" + digest.hexdigest(),
             warnings=tuple(str(d) for d in all_diags if d.severity == "warning"),
-            inventory=self.inv.path if self.inv is not None else None,
+            inventory=os.pathsep.join(self.inv.sources) if self.inv is not None else None,
             playbooks=tuple(self.playbooks),
         )
 
@@ -309,16 +316,37 @@ class _Loader:
             self.diags.add(_diag(problem or "unknown kind", res.value_loc("kind")))
             return
         body = YDict({k: v for k, v in res.items() if k != "kind"}).copy_meta(res)
+        for ansible_word in ("loop", "with_items", "with_dict"):
+            if ansible_word in body and "for_each" not in body:
+                # Ansible's spelling; without this hint the user sees "undefined variable 'item'"
+                self.diags.add(_diag(f"{ansible_word}: is Ansible's loop keyword; kmsdeploy loops with for_each: "
+                                     "(item, each.key and each.value are available)", res.key_loc(ansible_word)))
+                return
         syntax_ok = True
         for vpath, err in self.renderer.check_syntax(body):
             syntax_ok = False
             self.diags.add(_diag(_template_message(err), locate(body, vpath)))
         if not syntax_ok:
             return
+        loop: _Loop | None = None
+        if "for_each" in body:
+            loop = _Loop(body["for_each"], res.value_loc("for_each") or loc)
+            del body["for_each"]
+            res = YDict({k: v for k, v in res.items() if k != "for_each"}).copy_meta(res)
         templated = contains_template(body)
         if not self.inv_ok:
             # no inventory (or a broken one, whose errors are reported): check the playbook alone
-            self._build(kind, kind_name, res, loc, play_name, "*", None, path, templated=templated)
+            if loop is not None and not contains_template(loop.value):
+                try:
+                    iterations(plain(loop.value))
+                except LoopError as e:
+                    self.diags.add(_diag(e.message, loop.loc))
+                    return
+            self._build(kind, kind_name, res, loc, play_name, "*", None, path,
+                        templated=templated or loop is not None)
+            return
+        if loop is not None:
+            self._expand(kind, kind_name, res, body, loop, loc, play_name, play_vars, targets, path)
             return
         if not templated:
             # identical for every host: validate and normalise once, then stamp per target
@@ -327,52 +355,94 @@ class _Loader:
                 return
             for host in targets:
                 h = self.inv.hosts[host] if self.inv else None
-                r = built.resource
-                self.pending.append(_Pending(
-                    dataclasses.replace(r, ref=Ref(r.ref.kind, host, r.ref.name), site=h.site if h else None),
-                    built.rid, built.deps, built.implicit))
+                self.pending.append(_stamp(built, host, h))
             return
-        # Hosts whose rendering comes out the same (every host of a site, typically) share
-        # one validation/check/normalisation: the outcome is a pure function of the rendered
-        # value (kinds are pure, locations come from this one declaration). The diagnostics
-        # of the first build are replayed for each such host, so they name every host.
-        outcomes: dict[Any, tuple[_Pending | None, list[tuple[Diagnostic, bool]]]] = {}
+        outcomes: _Outcomes = {}
         for host in targets:
             scope = self._play_scope(host, play_vars, targets)
-            errors: list[tuple[list[Any], TemplateError]] = []
-            rendered = self.renderer.render_value(body, scope, on_error=lambda p, e: errors.append((p, e)))
-            if errors:
-                for p, e in errors:
-                    self.diags.add(_diag(_template_message(e), locate(body, p)), host)
-                continue
-            full = YDict(rendered).copy_meta(body)
-            full["kind"] = kind_name
-            full.key_locs["kind"] = res.key_loc("kind")
-            full.value_locs["kind"] = res.value_loc("kind")
-            h = self.inv.hosts[host] if self.inv else None
+            self._render_and_build(kind, kind_name, res, body, scope, loc, play_name, host, path, outcomes, "")
+
+    def _expand(self, kind: Kind, kind_name: str, res: YDict, body: YDict, loop: "_Loop", loc: Location | None,
+                play_name: str, play_vars: Mapping[str, Any], targets: list[str], path: str) -> None:
+        """A resource with ``for_each``: per target host, render the loop value in the host's
+        scope, then the resource once per iteration with ``each``/``item`` in scope."""
+        outcomes: _Outcomes = {}
+        where = f" (loop at {loop.loc})" if loop.loc else ""
+        for host in targets:
+            scope = self._play_scope(host, play_vars, targets)
             try:
-                key = value_key(full)
-            except (ValueError, RecursionError):  # not plain data (e.g. a secret from a host variable): alone
-                self._build(kind, kind_name, full, loc, play_name, host, h, path, templated=False)
+                value = self.renderer.render_value(loop.value, scope) if contains_template(loop.value) \
+                    else loop.value
+                steps = iterations(plain(value))
+            except TemplateError as e:
+                self.diags.add(_diag(f"for_each: {_template_message(e)}", loop.loc), host)
                 continue
-            outcome = outcomes.get(key)
-            if outcome is None:
-                real, recorder = self.diags, _Recorder()
-                self.diags = recorder  # type: ignore[assignment]
-                try:
-                    built = self._build(kind, kind_name, full, loc, play_name, host, h, path, templated=False)
-                finally:
-                    self.diags = real
-                outcome = outcomes[key] = (built, [(d, who == host) for d, who in recorder.calls])
-            else:
-                built = outcome[0]
-                if built is not None:
-                    r = built.resource
-                    self.pending.append(_Pending(
-                        dataclasses.replace(r, ref=Ref(r.ref.kind, host, r.ref.name), site=h.site if h else None),
-                        built.rid, built.deps, built.implicit))
-            for d, per_host in outcome[1]:
-                self.diags.add(d, host if per_host else None)
+            except LoopError as e:
+                self.diags.add(_diag(e.message, loop.loc), host)
+                continue
+            produced: list[tuple[str, str]] = []
+            first_index: dict[str, int] = {}
+            for step in steps:
+                iscope = self._play_scope(host, play_vars, targets, extra=step.magic())
+                before = len(self.pending)
+                self._render_and_build(kind, kind_name, res, body, iscope, loc, play_name, host, path, outcomes,
+                                       f"for_each[{step.key}]: ", where)
+                if len(self.pending) > before:
+                    identity = self.pending[-1].resource.ref.name
+                    produced.append((step.key, identity))
+                    first_index.setdefault(identity, len(self.pending) - 1)
+            for identity, first, later in duplicate_identities(produced):
+                self.diags.add(_diag(f"for_each[{later}] produces {kind_name}[{identity}] again (as for_each[{first}] "
+                                     "does): every iteration must produce its own resource; use each.key in the "
+                                     "fields that name it", loop.loc), host)
+            if len(first_index) < len(produced):
+                # keep the first of each identity: the loop error above says it all (no second
+                # "duplicate resource" message for the same mistake)
+                keep = set(first_index.values())
+                start = len(self.pending) - len(produced)
+                self.pending[start:] = [p for i, p in enumerate(self.pending[start:], start) if i in keep]
+
+    def _render_and_build(self, kind: Kind, kind_name: str, res: YDict, body: YDict, scope: Scope,
+                          loc: Location | None, play_name: str, host: str, path: str, outcomes: "_Outcomes",
+                          prefix: str, suffix: str = "") -> None:
+        """Render ``body`` in ``scope`` and build it for ``host``.
+
+        Renderings that come out the same (every host of a site, typically) share one
+        validation/check/normalisation: the outcome is a pure function of the rendered value
+        (kinds are pure, locations come from this one declaration). The diagnostics of the
+        first build are replayed for each such host, so they name every host.
+        """
+        errors: list[tuple[list[Any], TemplateError]] = []
+        rendered = self.renderer.render_value(body, scope, on_error=lambda p, e: errors.append((p, e)))
+        if errors:
+            for p, e in errors:
+                self.diags.add(_diag(prefix + _template_message(e) + suffix, locate(body, p)), host)
+            return
+        full = YDict(rendered).copy_meta(body)
+        full["kind"] = kind_name
+        full.key_locs["kind"] = res.key_loc("kind")
+        full.value_locs["kind"] = res.value_loc("kind")
+        h = self.inv.hosts[host] if self.inv else None
+        try:
+            key = value_key(full)
+        except (ValueError, RecursionError):  # not plain data (e.g. a secret from a host variable): alone
+            self._build(kind, kind_name, full, loc, play_name, host, h, path, templated=False)
+            return
+        outcome = outcomes.get(key)
+        if outcome is None:
+            real, recorder = self.diags, _Recorder()
+            self.diags = recorder  # type: ignore[assignment]
+            try:
+                built = self._build(kind, kind_name, full, loc, play_name, host, h, path, templated=False)
+            finally:
+                self.diags = real
+            outcome = outcomes[key] = (built, [(d, who == host) for d, who in recorder.calls])
+        elif outcome[0] is not None:
+            self.pending.append(_stamp(outcome[0], host, h))
+        for d, per_host in outcome[1]:
+            if prefix:  # name the iteration: for_each[site07]: ...
+                d = dataclasses.replace(d, message=prefix + d.message)
+            self.diags.add(d, host if per_host else None)
 
     def _build(self, kind: Kind, kind_name: str, spec: YDict, loc: Location | None, play_name: str,
                target: str | None, host: Host | None, path: str, *, templated: bool) -> _Pending | None:
@@ -451,11 +521,11 @@ class _Loader:
 
     # ------------------------------------------------------------------ secrets
     def _secret(self, ref: SecretRef) -> Secret | SecretError:
-        key = (ref.source, ref.name)
+        key = (ref.source, ref.name, ref.ciphertext)
         hit = self.secret_cache.get(key)
         if hit is None:
             try:
-                hit = resolve(ref)
+                hit = resolve(ref, self.vault)
             except SecretError as e:
                 hit = e
             self.secret_cache[key] = hit
@@ -507,30 +577,44 @@ class _Loader:
         host = self.inv.hosts[name]
         return Scope(self.renderer, [host.vars], self._magic(host, None), name=name)
 
-    def _play_scope(self, name: str, play_vars: Mapping[str, Any], targets: list[str]) -> Scope:
+    def _play_scope(self, name: str, play_vars: Mapping[str, Any], targets: list[str],
+                    extra: Mapping[str, Any] | None = None) -> Scope:
+        """The scope a resource renders in; ``extra`` adds magic variables (a loop's ``each``/``item``)."""
         assert self.inv is not None
         host = self.inv.hosts[name]
-        return Scope(self.renderer, [host.vars, play_vars], self._magic(host, targets), name=name)
+        magic = self._magic(host, targets)
+        if extra:
+            magic.update(extra)
+        return Scope(self.renderer, [host.vars, play_vars], magic, name=name)
 
     def _final_hosts(self, hosts: dict[str, Host]) -> dict[str, Host]:
-        """Targeted hosts get their variables rendered (and secrets resolved when asked)."""
+        """Targeted hosts get variables that are rendered when read (``_HostVars``).
+
+        Connection variables (``ansible_*``, ``kmsdeploy_*``) are rendered now: a problem in
+        one is an error when the run will connect (``resolve_secrets``), a warning in
+        ``validate``. Every other variable is rendered only if a provider reads it, as in
+        Ansible (an unused variable naming an undefined one is no error; an unused hostile
+        template never runs). Resources render variables through their own scopes.
+        """
         out = dict(hosts)
         for name in self.targeted:
             host = hosts[name]
             scope = self._host_scope(name)
-            new_vars: dict[str, Any] = {}
+            loc = self.inv.host_locations.get(name) if self.inv else None
+            done: dict[str, Any] = {}
             for key, value in host.vars.items():
-                strict = key.startswith(CONNECTION_VAR_PREFIXES)
+                if not key.startswith(CONNECTION_VAR_PREFIXES):
+                    continue
                 try:
-                    new_vars[key] = scope[key]
+                    done[key] = scope[key]
                 except TemplateError as e:
-                    new_vars[key] = value
-                    loc = self.inv.host_locations.get(name) if self.inv else None
+                    done[key] = value
                     self.diags.add(_diag(f"host {name}: variable {key!r}: {e.message}", loc,
-                                         severity="error" if strict else "warning"))
+                                         severity="error" if self.resolve_secrets else "warning"))
             if self.resolve_secrets:
-                new_vars, _ = self._resolve_in(new_vars, name)
-            out[name] = dataclasses.replace(host, vars=plain(new_vars))
+                done, _ = self._resolve_in(done, name)
+            out[name] = dataclasses.replace(host, vars=_HostVars(name, host.vars, plain(done), scope, loc,
+                                                                 self._secret if self.resolve_secrets else None))
         return out
 
     # ------------------------------------------------------------------ links
@@ -559,6 +643,69 @@ class _Loader:
         return linked
 
 
+class _HostVars(Mapping):
+    """A host's variables, each rendered (and its secrets resolved) the first time it is read.
+
+    Reading a variable whose template fails raises :class:`SpecError` naming the host and
+    the variable (located at the host's inventory line): the error appears only when
+    something uses the variable.
+    """
+
+    def __init__(self, host: str, raw: Mapping[str, Any], done: dict[str, Any], scope: Scope,
+                 loc: Location | None, secret: Any):
+        self._host, self._raw, self._done, self._scope, self._loc, self._secret = host, raw, done, scope, loc, secret
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._done:
+            return self._done[key]
+        self._raw[key]  # KeyError for an unknown variable, before any rendering
+        try:
+            value = self._scope[key]
+        except TemplateError as e:
+            raise SpecError([_diag(f"host {self._host}: variable {key!r}: {e.message}", self._loc)]) from None
+        if self._secret is not None:
+            resolved: dict[SecretRef, Secret] = {}
+            for ref in refs_in(value):
+                got = self._secret(ref)
+                if isinstance(got, SecretError):
+                    raise SpecError([_diag(str(got), ref.location)])
+                resolved[ref] = got
+            value = replace_refs(value, resolved)
+        value = self._done[key] = plain(value)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self.items()) == dict(other.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"<variables of host {self._host}: {', '.join(self._raw)}>"
+@dataclasses.dataclass(frozen=True)
+class _Loop:
+    """A resource's ``for_each`` value (unrendered) and where it is written."""
+
+    value: Any
+    loc: Location | None
+
+
+#: rendered value key -> (the pending built from it or None, its diagnostics with "per host" flags)
+_Outcomes = dict[Any, tuple["_Pending | None", list[tuple[Diagnostic, bool]]]]
+
+
+def _stamp(built: _Pending, host: str, h: Host | None) -> _Pending:
+    """A copy of a host-independent build for one target host."""
+    r = built.resource
+    return _Pending(dataclasses.replace(r, ref=Ref(r.ref.kind, host, r.ref.name), site=h.site if h else None),
+                    built.rid, built.deps, built.implicit)
+
+
 def _template_message(err: TemplateError) -> str:
     if err.lineno and err.lineno > 1:
         return f"{err.message} (line {err.lineno} of the template)"
@@ -582,9 +729,9 @@ def _mark_secrets(value: Any, secret_ids: set[int], declared_in: str) -> Any:
     return value
 
 
-def load_specs(playbooks: list[str], inventory: str | None = None, *, resolve_secrets: bool = True,
+def load_specs(playbooks: list[str], inventory: str | Sequence[str] | None = None, *, resolve_secrets: bool = True,
                limit: str | None = None, kinds: Mapping[str, Kind] | None = None,
-               schemas: SchemaSet | None = None) -> Specs:
+               schemas: SchemaSet | None = None, vault: VaultSecrets | None = None) -> Specs:
     """Load, render and validate playbooks against an (optional) inventory.
 
     * ``inventory=None``: the playbooks are checked alone; resources get target ``"*"``
@@ -593,10 +740,14 @@ def load_specs(playbooks: list[str], inventory: str | None = None, *, resolve_se
       :class:`~kmsdeploy.model.Secret` (in resources and in the variables of targeted hosts).
     * ``limit``: an inventory pattern restricting the targets (``--limit``).
     * ``kinds``/``schemas``: replace the kind registry and schema set (tests).
+    * ``inventory``: one source or a list of them (``-i`` repeated; files, directories, scripts).
+    * ``vault``: Ansible Vault passwords. Whole encrypted vars files are always decrypted
+      (their variables are needed); ``!vault`` values only when secrets are resolved.
 
     Raises :class:`SpecError` with every diagnostic when anything is wrong.
     """
-    loader = _Loader(playbooks, inventory, resolve_secrets=resolve_secrets, limit=limit, kinds=kinds, schemas=schemas)
+    loader = _Loader(playbooks, inventory, resolve_secrets=resolve_secrets, limit=limit, kinds=kinds, schemas=schemas,
+                     vault=vault)
     # Loading allocates hundreds of thousands of small, acyclic objects (YAML nodes, rendered
     # specs); the cyclic collector kept re-scanning them (~25 % of a 10,000-host load).
     # Reference counting still frees everything; cycles are collected once we re-enable.

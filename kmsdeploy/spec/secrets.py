@@ -6,6 +6,11 @@ file that declares them) and, for ``plan``/``apply``, resolved into a
 :class:`~kmsdeploy.model.Secret` by :func:`resolve`. Errors name the reference
 (``env:NAME``, ``file:/path``), never a value.
 
+``!vault`` values (Ansible Vault, see :mod:`kmsdeploy.spec.vault`) are references too:
+the YAML loader makes them SecretRefs carrying the envelope; :func:`resolve` decrypts them
+with the run's :class:`~kmsdeploy.spec.vault.VaultSecrets`. :func:`sensitive` marks the
+values of a whole vault-encrypted vars file as secrets.
+
 Rules:
 
 * ``env``: the variable must be set and non-empty.
@@ -19,6 +24,7 @@ from typing import Any, Mapping
 
 from ..errors import SecretError
 from ..model import Location, Secret, SecretRef
+from .vault import VaultError, VaultSecrets, decrypt
 
 SECRET_SOURCES = ("env", "file")
 INLINE_SECRET_MESSAGE = "inline secret; use {env: NAME} or {file: PATH}"
@@ -47,10 +53,21 @@ def to_ref(value: Mapping[str, str], declared_in: str | None, location: Location
     return SecretRef(source, name, location)
 
 
-def resolve(ref: SecretRef) -> Secret:
-    """Resolve a reference to its value. Raises :class:`SecretError` naming the reference."""
+def resolve(ref: SecretRef, vault: VaultSecrets | None = None) -> Secret:
+    """Resolve a reference to its value. Raises :class:`SecretError` naming the reference.
+
+    ``vault`` holds the passwords that decrypt ``!vault`` references."""
     if isinstance(ref, Secret):
         return ref
+    if ref.source == "vault":
+        try:
+            plain = decrypt(ref.ciphertext, vault)
+            text = plain.decode("utf-8")
+        except VaultError as e:
+            raise SecretError(f"!vault value: {e}") from None
+        except UnicodeDecodeError:
+            raise SecretError("!vault value: the decrypted value is not valid UTF-8") from None
+        return Secret(text, origin=f"!vault at {ref.name}")
     if ref.source == "env":
         value = os.environ.get(ref.name)
         if value is None:
@@ -106,6 +123,23 @@ def replace_refs(value: Any, resolved: Mapping[SecretRef, Secret]) -> Any:
         return _keep_meta(value, out)
     if isinstance(value, list):
         return _keep_meta(value, [replace_refs(v, resolved) for v in value])
+    return value
+
+
+def sensitive(value: Any, origin: str, keep: frozenset[str] | set[str] = frozenset()) -> Any:
+    """Copy of ``value`` (the variables of a decrypted vars file) with every string made a
+    :class:`Secret`, so nothing that was encrypted is ever shown. Numbers, booleans and
+    null keep their type (a Secret is text). Top-level variables named in ``keep`` (plain
+    connection settings such as ``ansible_host``, which are needed as text) are left as
+    they are."""
+    if keep and isinstance(value, Mapping):
+        return _keep_meta(value, {k: v if k in keep else sensitive(v, origin) for k, v in value.items()})
+    if isinstance(value, str):
+        return Secret(value, origin=origin)
+    if isinstance(value, Mapping) and not isinstance(value, (Secret, SecretRef)):
+        return _keep_meta(value, {k: sensitive(v, origin) for k, v in value.items()})
+    if isinstance(value, list):
+        return _keep_meta(value, [sensitive(v, origin) for v in value])
     return value
 
 

@@ -29,6 +29,9 @@ from .yamlpos import YDict, YList
 MAX_DEPTH = 20
 _MARKERS = ("{{", "{%", "{#")
 _UNDEFINED = re.compile(r"^'([^']+)' is undefined$")
+#: Jinja2 names the Python class of a host's variables (hostvars[h]); users know them as host variables
+_SCOPE_ATTR = re.compile(r"^'kmsdeploy\.spec\.template\.Scope object' has no attribute '([^']+)'$")
+_HOSTVARS_KEY = re.compile(r"^'kmsdeploy\.spec\.template\.LazyMap object' has no attribute '([^']+)'$")
 
 
 def is_template(value: Any) -> bool:
@@ -77,6 +80,8 @@ class Renderer:
             keep_trailing_newline=True,
             finalize=_finalize,
         )
+        # Ansible's filters that loops need (docs/specs.md "Loops (for_each)")
+        self.env.filters.update(dict2items=dict2items, items2dict=items2dict, extract=extract)
         self._cache: dict[str, tuple[jinja2.Template, bool]] = {}
 
     # -- compilation -------------------------------------------------------------
@@ -145,6 +150,12 @@ class Renderer:
             m = _UNDEFINED.match(e.message or "")
             if m:
                 raise TemplateError(f"undefined variable '{m.group(1)}'") from None
+            m = _SCOPE_ATTR.match(e.message or "")
+            if m:
+                raise TemplateError(f"undefined host variable '{m.group(1)}' (in hostvars)") from None
+            m = _HOSTVARS_KEY.match(e.message or "")
+            if m:
+                raise TemplateError(f"no host '{m.group(1)}' in the inventory (hostvars)") from None
             raise TemplateError(f"undefined value: {e.message}") from None
         except SecurityError as e:
             raise TemplateError(f"unsafe template (blocked by the sandbox): {e}") from None
@@ -183,11 +194,47 @@ class Renderer:
 
 
 def _plain(value: Any) -> Any:
-    """Results of native expressions: turn tuples/lazy mappings into plain data."""
-    if isinstance(value, Scope):
-        return {k: value[k] for k in value}
-    if isinstance(value, tuple):
-        return list(value)
+    """Results of native expressions: turn tuples/lazy mappings (a host's variables from
+    ``hostvars``, also inside a list built with ``map('extract', hostvars)``) into plain data."""
+    if isinstance(value, (Scope, LazyMap)):
+        return {k: _plain(value[k]) for k in value}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# -- filters (as Ansible's, so playbooks read the same) ----------------------------
+def dict2items(value: Any, key_name: str = "key", value_name: str = "value") -> list[dict[str, Any]]:
+    """``{a: 1}`` -> ``[{key: a, value: 1}]`` (Ansible's ``dict2items``)."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"dict2items expects a mapping, got {type(value).__name__}")
+    return [{key_name: k, value_name: v} for k, v in value.items()]
+
+
+def items2dict(value: Any, key_name: str = "key", value_name: str = "value") -> dict[Any, Any]:
+    """``[{key: a, value: 1}]`` -> ``{a: 1}`` (Ansible's ``items2dict``)."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"items2dict expects a list of mappings, got {type(value).__name__}")
+    out: dict[Any, Any] = {}
+    for entry in value:
+        if not isinstance(entry, Mapping) or key_name not in entry or value_name not in entry:
+            raise TypeError(f"items2dict: every item needs {key_name!r} and {value_name!r}")
+        out[entry[key_name]] = entry[value_name]
+    return out
+
+
+def extract(item: Any, container: Any, morekeys: Any = None) -> Any:
+    """``container[item]`` then, optionally, ``[morekeys...]`` (Ansible's ``extract``):
+    ``groups['kms_hosts'] | map('extract', hostvars, 'kms_srv_record')``."""
+    try:
+        value = container[item]
+        keys = [] if morekeys is None else (list(morekeys) if isinstance(morekeys, (list, tuple)) else [morekeys])
+        for key in keys:
+            value = value[key]
+    except (KeyError, IndexError, TypeError) as e:
+        raise TemplateError(f"extract: no {e.args[0] if e.args else item!r} in the container") from None
     return value
 
 

@@ -13,7 +13,9 @@ What is rejected, each as a located :class:`~kmsdeploy.errors.Diagnostic`:
 * duplicate mapping keys (PyYAML silently keeps the last one);
 * tags other than the plain data ones (``!!str !!int !!float !!bool !!null !!map !!seq``
   and the ``<<`` merge key): no ``!!python/...``, ``!!binary``, ``!!timestamp`` or custom
-  ``!tags``. Dates stay strings (the timestamp resolver is removed);
+  ``!tags``. Dates stay strings (the timestamp resolver is removed). The one exception is
+  Ansible's ``!vault`` (a string holding a vault envelope): it becomes a
+  :class:`~kmsdeploy.model.SecretRef` with ``source="vault"``, never decrypted here;
 * anchors/aliases are fine, but their expansion is capped (:data:`MAX_NODES`) so a
   "billion laughs" file fails fast instead of eating memory; recursive aliases fail;
 * a root of the wrong type (the caller says which type it expects).
@@ -27,7 +29,8 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import Diagnostic
-from ..model import Location
+from ..model import Location, SecretRef
+from . import vault
 
 #: cap on the number of values one file may expand to (aliases included)
 MAX_NODES = 200_000
@@ -45,6 +48,8 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+#: Ansible Vault values (``key: !vault |`` + an envelope), see kmsdeploy.spec.vault
+VAULT_TAG = "!vault"
 
 
 class YDict(dict):
@@ -201,12 +206,16 @@ class _Builder:
         if isinstance(node, ScalarNode):
             if node.tag == _STR_TAG:
                 return node.value  # what SafeConstructor.construct_yaml_str returns, without the dispatch
+            if node.tag == VAULT_TAG:
+                return self.vault_ref(node)
             if node.tag not in _ALLOWED_SCALAR_TAGS:
                 raise _Fail(f"unsupported YAML tag {node.tag!r} (only plain data is allowed)", node)
             try:
                 return self.loader.construct_object(node, deep=True)
             except (yaml.YAMLError, ValueError, TypeError):  # e.g. '!!int abc'
                 raise _Fail(f"value {node.value!r} is not valid for tag {node.tag}", node) from None
+        if node.tag == VAULT_TAG:
+            raise _Fail("a !vault value must be a string (the output of ansible-vault encrypt_string)", node)
         if id(node) in self.active:
             raise _Fail("recursive alias (an anchor that contains itself)", node)
         self.active.add(id(node))
@@ -226,6 +235,17 @@ class _Builder:
         finally:
             self.active.discard(id(node))
         raise _Fail("unsupported YAML node", node)  # pragma: no cover
+
+    def vault_ref(self, node: ScalarNode) -> SecretRef:
+        """A ``!vault`` value: a secret reference holding the envelope, decrypted only when
+        resolved (plan/apply). The envelope's shape is checked here, so a corrupted blob is
+        reported with its location even without a password."""
+        loc = self.loc(node)
+        try:
+            vault.parse(node.value)
+        except vault.VaultError as e:
+            raise _Fail(f"!vault value: {e}", node) from None
+        return SecretRef("vault", str(loc), loc, ciphertext=node.value)
 
     def build_mapping(self, node: MappingNode) -> YDict:
         out = YDict(loc=self.loc(node))

@@ -15,7 +15,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Collection, Sequence
 
 import dns.exception
 import dns.message
@@ -134,10 +134,12 @@ class DnsTransport(Transport):
             message.use_tsig(self.__key)
         return message
 
-    def exchange(self, messages: Sequence[dns.message.Message]) -> list[dns.message.Message]:
+    def exchange(self, messages: Sequence[dns.message.Message], *,
+                 unsigned: Collection[int] = ()) -> list[dns.message.Message]:
         """Send every message, then read every answer (one round trip). Answers come back in the
         order of ``messages``. Reconnects once when the server closed the idle connection before
-        answering anything."""
+        answering anything. Messages whose id is in ``unsigned`` go without the TSIG key
+        (preflight asks whether the zone takes unsigned updates, in the same round trip)."""
         if not messages:
             return []
         if self._sock is None:
@@ -146,7 +148,8 @@ class DnsTransport(Transport):
         if len(set(ids)) != len(ids):
             raise ValueError("message ids in one exchange must be unique")
         for m in messages:
-            self.sign(m)
+            if m.id not in unsigned:
+                self.sign(m)
         self.requests += 1
         self.messages += len(messages)
         try:
@@ -226,7 +229,7 @@ class DnsTransport(Transport):
         return bytes(buf)
 
     def _parse(self, wire: bytes, query: dns.message.Message) -> dns.message.Message:
-        keyring = query.keyring if self.__key is not None else None
+        keyring = query.keyring if self.__key is not None else None  # None for an unsigned query
         try:
             answer = dns.message.from_wire(wire, keyring=keyring, request_mac=query.mac if keyring else b"")
         except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime,
@@ -244,7 +247,7 @@ class DnsTransport(Transport):
             raise ProviderError(f"DNS server {self.where} sent a malformed answer: {exc}", target=self.target) from None
         if not query.is_response(answer):
             raise ProviderError(f"DNS server {self.where} answered a different question", target=self.target)
-        if self.__key is not None and answer.rcode() == dns.rcode.NOTAUTH and not answer.had_tsig:
+        if keyring is not None and answer.rcode() == dns.rcode.NOTAUTH and not answer.had_tsig:
             # BADKEY/BADSIG answers are unsigned: the server could not verify our key
             raise self._auth_error(None)
         return answer

@@ -146,3 +146,24 @@ def test_lab_status_without_a_lab(capsys, tmp_path):
     rc, out, err = kd(capsys, "lab", "status", "--state-dir", tmp_path / "nothing")
     assert rc == 1 and json.loads(out)["running"] is False
     assert not os.path.exists(tmp_path / "nothing" / "lab.json")
+
+
+def test_lab_up_windows_facts_make_preflight_fail(capsys, tmp_path):
+    """``lab up --windows-fact`` makes preflight's facts wrong on the running lab (daemon, HTTPS, NTLM)."""
+    state = tmp_path / "lab"
+    rc, out, err = kd(capsys, "lab", "up", "--state-dir", state, "--windows-fact", "no_such_fact=1")
+    assert rc == 1 and "unknown Windows fact 'no_such_fact'" in err and not (state / "lab.json").exists()
+    try:
+        rc, out, err = kd(capsys, "lab", "up", "--state-dir", state, "--net", f"127.{180 + WORKER % 70}.76",
+                          "--clients", "0", "--windows-fact", "kms-branch-01:language_mode=ConstrainedLanguage",
+                          "--windows-fact", "clock_offset_s=120")
+        assert rc == 0, out + err
+        rc, out, err = kd(capsys, "preflight", "-i", state / "inventory.yml", SITE, "--format", "json")
+        doc = json.loads(out)
+        by = {t["target"]: {c["check"]: c for c in t["checks"]} for t in doc["targets"]}
+        assert rc == 2, out + err
+        assert by["kms-branch-01"]["language_mode"]["status"] == "critical"
+        assert by["kms-hq"]["clock"]["status"] == "warning" and by["kms-hq"]["powershell"]["status"] == "ok"
+        assert by["lab-dns"]["tsig:lab.example"]["status"] == "ok"  # the lab's BIND, same run
+    finally:
+        manager.down(str(state))

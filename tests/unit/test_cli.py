@@ -20,7 +20,7 @@ def world(monkeypatch):
     monkeypatch.setattr("kmsdeploy.providers.get", lambda conn: provider)
     monkeypatch.setattr("kmsdeploy.kinds.get", lambda name: kind)
 
-    def fake_load(playbooks, inventory, *, resolve_secrets, limit=None):
+    def fake_load(playbooks, inventory, *, resolve_secrets, limit=None, vault=None):
         if isinstance(state["specs"], Exception):
             raise state["specs"]
         return state["specs"]
@@ -156,3 +156,28 @@ def test_report_merge_rejects_a_plan_file(world, tmp_path, capsys):
 def test_negative_retries_is_a_usage_error(capsys):
     assert cli.main(["plan", "-i", "inv.yml", "p.yml", "--retries", "-1"]) == 1
     assert "must be at least 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verb", [["validate", "site.yml"], ["plan", "site.yml"], ["facts", "collect", "site.yml", "--out", "f.json"],
+                                  ["preflight"], ["health"],
+                                  ["report", "collect"], ["inventory", "--list"]])
+def test_every_verb_that_reads_an_inventory_takes_several_sources(verb):
+    from kmsdeploy.cli import build_parser
+
+    args = build_parser().parse_args([*verb, "-i", "hosts.ini", "-i", "cmdb.py", "-i", "inventory/"])
+    assert args.inventory == ["hosts.ini", "cmdb.py", "inventory/"]
+
+
+def test_report_collect_and_health_select_hosts_from_several_sources(tmp_path):
+    """Two sources (INI + YAML) give report collect and health the union of their hosts."""
+    from kmsdeploy.health.command import load_targets
+    from kmsdeploy.reports.command import select_hosts
+
+    ini = tmp_path / "hosts"
+    ini.write_text("[kms_hosts]\nkms1 ansible_host=198.18.0.30\n[kms_hosts:vars]\nansible_connection=winrm\n")
+    more = tmp_path / "more.yml"
+    more.write_text("all:\n  children:\n    kms_hosts:\n      hosts:\n        kms2: {ansible_host: 198.18.1.30}\n")
+    chosen, _ = select_hosts([str(ini), str(more)], None)
+    assert [h.name for h in chosen] == ["kms1", "kms2"]
+    _, names = load_targets([str(ini), str(more)], [], None)
+    assert names == ["kms1", "kms2"]

@@ -28,7 +28,11 @@ PS_DOCS = "PowerShell 5.1 docs (Microsoft.PowerShell.*), language plumbing"
 #: command -> (allowed parameters, source)
 ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     "Set-StrictMode": (frozenset({"-Version"}), PS_DOCS),
-    "New-Object": (frozenset({"-ComObject", "-TypeName"}), PS_DOCS + "; -ComObject AgentConfigManager.MgmtSvcCfg: E.2"),
+    "New-Object": (frozenset({"-ComObject", "-TypeName", "-ArgumentList"}),
+                   PS_DOCS + "; -ComObject AgentConfigManager.MgmtSvcCfg: E.2"),
+    # preflight (docs/preflight.md): execution policy scopes and the WinRM limits under WSMan:\localhost
+    "Get-ExecutionPolicy": (frozenset({"-List"}), PS_DOCS + " (about_Execution_Policies: scopes and precedence)"),
+    "Get-Item": (frozenset({"-LiteralPath"}), PS_DOCS + " (WSMan provider: MaxEnvelopeSizekb, MaxTimeoutms, Shell\\MaxMemoryPerShellMB)"),
     "ForEach-Object": (frozenset(), PS_DOCS),
     "Where-Object": (frozenset(), PS_DOCS),
     "ConvertFrom-Json": (frozenset({"-InputObject"}), "CONVJSON; ~2 MB limit in 5.1 (DESIGN Lab contract)"),

@@ -1,6 +1,8 @@
 """load_specs end to end with fake kinds: rendering per host, secrets, deps, limit, digest."""
 from __future__ import annotations
 
+import os
+
 import textwrap
 from pathlib import Path
 
@@ -354,5 +356,8 @@ def test_example_playbooks_validate():
 
 def load_specs_real(playbooks, inventory):
     from kmsdeploy.spec.load import load_specs
+    from kmsdeploy.spec.vault import VaultSecrets
 
-    return load_specs(playbooks, inventory, resolve_secrets=False)
+    # the example estate's group_vars/kms_hosts/vault.yml is Ansible Vault (a test password)
+    vault = VaultSecrets.from_options([os.path.join(inventory, ".vault-pass-example")], environ={}) if inventory else None
+    return load_specs(playbooks, inventory, resolve_secrets=False, vault=vault)

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import jsonschema
 
 from ...providers.windows import bootstrap
-from . import dns_server, eventlog, firewall, licensing, scom_agent
+from . import dns_server, eventlog, firewall, licensing, scom_agent, system
 from .kmslog import MAX_EVENTS as KMS_LOG_MAX_EVENTS
 from .kmslog import KmsLog
 from .ops import Handler, ModelError, OpContext
@@ -55,6 +55,7 @@ DEFAULT_MSI_PATH = "C:\\Install\\SCOM\\MOMAgent.msi"
 #: payload operation -> model handler; the test pairs this with the schema and runner.ps1
 HANDLERS: dict[str, Handler] = {
     **licensing.HANDLERS, **eventlog.HANDLERS, **firewall.HANDLERS, **dns_server.HANDLERS, **scom_agent.HANDLERS,
+    **system.HANDLERS,
 }
 
 __all__ = ["LabModel", "CommandResult", "HANDLERS", "ModelError", "DEFAULT_MSI_PATH"]
@@ -128,6 +129,9 @@ class LabModel:
         if not self.store.exists(host):
             # `kmsdeploy lab up` hosts start as freshly seeded servers on first contact
             self.seed([host], domain=self.default_domain)
+        if system.facts(self.store.load(host))["language_mode"] != "FullLanguage":
+            # the bootstrap's first method call on a non-core type fails before the runner starts
+            return CommandResult(b"", system.CONSTRAINED_ERROR.encode("utf-8"), 1)
         if len(payload_text) > CONVERTFROM_JSON_LIMIT:
             return CommandResult(_doc(False, [], {"code": "KMSDEPLOY_PAYLOAD", "message": CONVERTFROM_JSON_ERROR}), b"", 0)
         try:
@@ -199,6 +203,7 @@ class LabModel:
                 "dns": {"is_server": name in dns_hosts,
                         "zones": {z: {"records": []} for z in zone_names} if name in dns_hosts else {}},
                 "scom": scom_agent.initial_state(msi_path),
+                "system": system.initial_state(),
             })
         return names
 
@@ -223,6 +228,15 @@ class LabModel:
         """Fault hook: activating this key anywhere fails with 0xC004C008 (A.6)."""
         with self.store.edit_global() as g:
             g["keys"].setdefault(key_digest(key), {"hosts": [], "over_limit": False})["over_limit"] = True
+
+    def set_system(self, host: str, **changes: Any) -> None:
+        """Fault hook: change the facts ``kmsdeploy preflight`` reads (:data:`.system.FACTS`:
+        ``language_mode``, ``max_envelope_kb``, ``admin``, ``clock_offset_s`` ...)."""
+        unknown = set(changes) - set(system.FACTS)
+        if unknown:
+            raise ValueError(f"unknown Windows fact(s): {', '.join(sorted(unknown))}")
+        with self.store.edit(host) as state:
+            state["system"] = {**system.facts(state), **changes}
 
     def set_om_module(self, host: str, available: bool) -> None:
         """Fault hook: the OperationsManager module present or missing on ``host`` (E.3)."""

@@ -644,6 +644,69 @@ function Set-ScomFailover {
     return $null
 }
 
+# ---------------------------------------------------------------- preflight (docs/preflight.md)
+
+function Get-WsmanValue {
+    param([string]$Path)
+    # WSMan:\localhost needs an elevated account; the caller records why it failed
+    return [string](Get-Item -LiteralPath $Path).Value
+}
+
+function Read-Preflight {
+    param($A)
+    $ps = [ordered]@{ edition = [string]$PSVersionTable['PSEdition']; version = [string]$PSVersionTable['PSVersion'];
+        clr = [string]$PSVersionTable['CLRVersion'] }
+    $policies = [ordered]@{ effective = [string](Get-ExecutionPolicy) }
+    foreach ($p in @(Get-ExecutionPolicy -List)) { $policies[[string]$p.Scope] = [string]$p.ExecutionPolicy }
+    $modules = [ordered]@{}
+    foreach ($m in @(Get-Arg $A 'modules' @())) {
+        $modules[[string]$m] = [bool](Get-Module -ListAvailable -Name ([string]$m))
+    }
+    $lic = $null
+    if ([bool](Get-Arg $A 'licensing' $false)) {
+        $lic = [ordered]@{ ok = $true; error = $null }
+        try { [void](Get-LicensingService) } catch { $lic.ok = $false; $lic.error = [string]$_.Exception.Message }
+    }
+    $scom = $null
+    if ([bool](Get-Arg $A 'scom' $false)) {
+        $scom = [ordered]@{ installed = $false; com_object = $false; error = $null }
+        if ($null -ne (Get-Service -Name 'HealthService' -ErrorAction SilentlyContinue)) {
+            $scom.installed = $true
+            try { [void](New-Object -ComObject 'AgentConfigManager.MgmtSvcCfg'); $scom.com_object = $true }
+            catch { $scom.error = [string]$_.Exception.Message }
+        }
+    }
+    $winrm = [ordered]@{ max_envelope_kb = $null; max_timeout_ms = $null; max_memory_per_shell_mb = $null; error = $null }
+    try {
+        $winrm.max_envelope_kb = [int64](Get-WsmanValue 'WSMan:\localhost\MaxEnvelopeSizekb')
+        $winrm.max_timeout_ms = [int64](Get-WsmanValue 'WSMan:\localhost\MaxTimeoutms')
+        $winrm.max_memory_per_shell_mb = [int64](Get-WsmanValue 'WSMan:\localhost\Shell\MaxMemoryPerShellMB')
+    } catch { $winrm.error = [string]$_.Exception.Message }
+    $identity = [ordered]@{ name = $null; admin = $null; groups = (New-Object System.Collections.ArrayList); error = $null }
+    try {
+        $id = [Security.Principal.WindowsIdentity]::GetCurrent()
+        $identity.name = [string]$id.Name
+        $principal = New-Object -TypeName Security.Principal.WindowsPrincipal -ArgumentList $id
+        $identity.admin = [bool]$principal.IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)
+        foreach ($g in @($id.Groups)) {
+            $gname = [string]$g.Value
+            try { $gname = [string]$g.Translate([Security.Principal.NTAccount]).Value } catch { $gname = [string]$g.Value }
+            [void]$identity.groups.Add($gname)
+        }
+    } catch { $identity.error = [string]$_.Exception.Message }
+    return [ordered]@{
+        powershell = $ps
+        language_mode = [string]$ExecutionContext.SessionState.LanguageMode
+        execution_policy = $policies
+        modules = $modules
+        licensing = $lic
+        scom = $scom
+        winrm = $winrm
+        identity = $identity
+        clock_utc = [DateTime]::UtcNow.ToString('o')
+    }
+}
+
 # ---------------------------------------------------------------- dispatch
 
 function Invoke-Op {
@@ -663,6 +726,7 @@ function Invoke-Op {
         'licensing.set_publish_list' { return (Set-PublishList $a) }
         'service.restart' { return (Restart-NamedService $a) }
         'service.read' { return (Read-NamedService $a) }
+        'system.preflight' { return (Read-Preflight $a) }
         'firewall.create' { return (New-Rule $a) }
         'firewall.set' { return (Set-Rule $a) }
         'firewall.remove' { return (Remove-Rule $a) }
