@@ -292,6 +292,8 @@ def agent_observed(scom: Mapping[str, Any], parents: Mapping[str, Mapping[str, A
     errors: dict[str, str] = {}
     owners: dict[str, bool | str] = {}
     for g in scom.get("management_groups") or []:
+        if not isinstance(g, Mapping) or not isinstance(g.get("name"), str):
+            continue  # not a group the runner could have written: never guess
         name = str(g["name"])
         owners[name.lower()] = agent_kind.group_ownership(g.get("owner"), owner_id or "")
         p = parents.get(name.lower())
