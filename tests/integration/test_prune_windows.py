@@ -26,9 +26,9 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from kmsdeploy.cli import main
 from kmsdeploy.lab.model import DEFAULT_MSI_PATH
 from kmsdeploy.planner.prune import PRUNE_REASON
+from tests.integration.test_windows_kinds import Kd as KindsCli, pending
 from tests.services.winlab import WinLab, start_winlab
 
 pytestmark = pytest.mark.integration
@@ -55,34 +55,25 @@ def lab(tmp_path_factory):
         mp.undo()
 
 
-class Kd:
-    """The CLI in-process, output captured."""
+class Kd(KindsCli):
+    """The CLI in-process, output captured (test_windows_kinds' runner), with pruning plays."""
 
-    def __init__(self, capsys, lab: WinLab, tmp: Path):
-        self.capsys, self.lab, self.tmp = capsys, lab, tmp
-
-    def __call__(self, *argv) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        rc = main([str(a) for a in argv])
-        got = self.capsys.readouterr()
-        return rc, got.out, got.err
-
-    def inventory(self, host: str) -> Path:
+    def inventory(self, host: str) -> Path:  # type: ignore[override]
         return self.lab.inventory(self.tmp / "inventory.yml", [host])
 
-    def playbook(self, name: str, host: str, resources: list[dict], **play: Any) -> Path:
+    def playbook(self, name: str, host: str, resources: list[dict], **play: Any) -> Path:  # type: ignore[override]
         path = self.tmp / name
         path.write_text(yaml.safe_dump([{"name": "windows prune", "hosts": host, **play, "resources": resources}],
                                        sort_keys=False), encoding="utf-8")
         return path
 
-    def plan(self, inv, pb, *extra) -> tuple[int, dict]:
+    def plan(self, inv, pb, *extra) -> tuple[int, dict]:  # type: ignore[override]
         rc, out, err = self("plan", "-i", inv, pb, "--format", "json", "--detailed-exitcode", "--owner-id", OWNER,
                             *extra)
         assert out.strip(), err
         return rc, json.loads(out)
 
-    def apply(self, inv, pb, *extra, owner: str = OWNER) -> tuple[int, str]:
+    def apply(self, inv, pb, *extra, owner: str = OWNER) -> tuple[int, str]:  # type: ignore[override]
         rc, out, err = self("apply", "-i", inv, pb, "--auto-approve", "-q", "--owner-id", owner, *extra)
         return rc, out + err
 
@@ -90,10 +81,6 @@ class Kd:
 @pytest.fixture
 def kd(capsys, lab, tmp_path):
     return Kd(capsys, lab, tmp_path)
-
-
-def pending(doc: dict) -> list[tuple[str, str, list[str]]]:
-    return [(c["address"], c["action"], c["properties"]) for c in doc["changes"] if c["action"] != "noop"]
 
 
 # ----------------------------------------------------------------------------- the three kinds
