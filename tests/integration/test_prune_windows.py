@@ -277,6 +277,8 @@ def test_prune_no_longer_declared(kd, lab, case: Case, tmp_path):
     assert [x["reason"] for x in doc["changes"] if x["action"] != "noop"] == [PRUNE_REASON]
     rc, out, _ = kd("plan", "-i", inv, two, "--owner-id", OWNER)
     assert f"({PRUNE_REASON})" in out and "1 to delete" in out, out
+    rc, out, _ = kd("plan", "-i", inv, two, "--owner-id", OWNER, "--format", "markdown")
+    assert PRUNE_REASON in out and case.address(b).split("[", 1)[1].rsplit("]@", 1)[0] in out, out
 
     # the prune guard: --prune-limit 0 and max_prune: 0 refuse, nothing changes
     snapshot = lab.state(host)

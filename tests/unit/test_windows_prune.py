@@ -194,6 +194,10 @@ def test_provider_lists_what_this_owner_owns_in_one_call(lab):
     # without prune_kinds nothing extra is listed
     plain = provider.read(FakeTransport(lab, HOST), host, now, ours)
     assert set(plain) == {r.ref for r in now}
+    # an agent declared absent is uninstalled whole: its groups are not listed one by one
+    absent = res("monitoring_agent", agent_spec("MG1"), state="absent")
+    assert set(provider.read(FakeTransport(lab, HOST), host, [absent], ours,
+                             prune_kinds=frozenset({"monitoring_agent"}))) == {absent.ref}
 
     # the prune deletes go through the normal delete path and leave the other owner's objects
     gone = [Resource(ref, {k: v for k, v in got[ref].items() if not k.startswith("_")}, state="absent")

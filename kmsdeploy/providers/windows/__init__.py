@@ -143,7 +143,8 @@ class WindowsProvider(Provider):
             for identity, state in results.owned_sets(zone, data(op_id), owner_id).items():
                 found[Ref("dns_record", host.name, identity)] = state
         agents = [r for r in resources if r.ref.kind == "monitoring_agent" and agent_kind.entry_group(r.ref.name) is None]
-        if "monitoring_agent" in prune_kinds and agents:
+        # an agent declared absent is uninstalled with all its groups: nothing to prune one by one
+        if "monitoring_agent" in prune_kinds and agents and all(r.state != "absent" for r in agents):
             declared = {g["name"].lower() for r in agents for g in r.desired.get("management_groups") or []}
             for identity, state in results.owned_groups(data("scom"), owner_id, agents[0].ref.name, declared).items():
                 found[Ref("monitoring_agent", host.name, identity)] = state
