@@ -93,6 +93,10 @@ def list_owned(ctx: OpContext, args: dict) -> dict[str, Any]:
     if z is None:
         return {"zone_exists": False, "sets": []}
     sets, seen = [], set()
+    # one pass to index the zone by (name, type): a zone may hold thousands of sets
+    nodes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in z["records"]:
+        nodes.setdefault((r["name"].lower(), r["type"]), []).append(dict(r, zone=zone))
     for m in z["records"]:
         if m["type"] != "TXT":
             continue
@@ -107,9 +111,8 @@ def list_owned(ctx: OpContext, args: dict) -> dict[str, Any]:
         if key in seen:
             continue
         seen.add(key)
-        texts = ["".join(r["data"].get("text") or []) for r in read(ctx, {"zone": zone, "name": m["name"], "type": "TXT"})["records"]]
-        sets.append({"name": rest, "type": rtype, "marker": texts,
-                     "records": read(ctx, {"zone": zone, "name": rest, "type": rtype})["records"]})
+        texts = ["".join(r["data"].get("text") or []) for r in nodes[(m["name"].lower(), "TXT")]]
+        sets.append({"name": rest, "type": rtype, "marker": texts, "records": nodes.get((rest.lower(), rtype), [])})
     return {"zone_exists": True, "sets": sets}
 
 
