@@ -269,6 +269,11 @@ class DnsRecord(Kind):
                                       f"({', '.join(sorted(types - {'CNAME'}))})"))
         return out
 
+    def prune_area(self, state: Mapping[str, Any]) -> str | None:
+        """Pruning plays prune only in the zones of their own records."""
+        zone = state.get("zone")
+        return str(zone).lower() if zone else None
+
     # -- diff -------------------------------------------------------------
     def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:
         """Generic property diff plus the ownership rules (module docstring, docs/dns.md)."""
