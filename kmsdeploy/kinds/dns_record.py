@@ -12,8 +12,9 @@ A/AAAA sets carry ``addresses`` (sorted, canonical text), CNAME ``target`` and T
 ``_owned`` (True, False or ``"other:<owner_id>"``) and ``_marker`` (the texts of the
 ownership TXT set, kept so the provider can make them an update prerequisite).
 Ownership rules (docs/dns.md): deleting needs ownership or ``force``; updating an
-unowned set adopts it (loud note); a set owned by another kmsdeploy owner is refused
-unless ``force``.
+unowned set needs ``adopt: true`` (then the change has reason ``adopt`` and writes the
+marker), else it is refused; a set owned by another kmsdeploy owner is refused unless
+``force``. These rules are provider-independent (rfc2136 and windows_dns share them).
 """
 from __future__ import annotations
 
@@ -302,17 +303,28 @@ class DnsRecord(Kind):
                 return Change(action=Action.NOOP, before=observed, after=desired, **base)
             return Change(action=Action.UPDATE, before=observed, after=desired, properties=props,
                           notes=details, **base)
-        if isinstance(owned, str) and not force:
+        marker = f"{marker_name(desired['name'], desired['type'])} TXT"
+        if isinstance(owned, str):
+            if not force:
+                return Change(action=Action.UPDATE, before=observed, after=desired, properties=props, refusal=(
+                    f"{label} is {_owner_words(owned)}; refusing to take it over. "
+                    f"Use the same owner id or add force: true"), **base)
+            note = (f"force: TAKING OVER {label} from {_owner_value(owned)}; applying rewrites the ownership "
+                    f"marker {marker} and later runs may change or delete it")
+            reason = None
+        elif not resource.adopt:
+            # Unowned: never taken over silently (someone else may manage it by hand or by script).
             return Change(action=Action.UPDATE, before=observed, after=desired, properties=props, refusal=(
-                f"{label} is {_owner_words(owned)}; refusing to take it over. "
-                f"Use the same owner id or add force: true"), **base)
-        # Unowned (or foreign with force): adopt. Show the ownership switch as a property.
+                f"{label} exists but is {_owner_words(owned)}; add adopt: true to the resource to take "
+                f"it over (applying writes the ownership marker {marker}), or remove it by hand"), **base)
+        else:
+            note = (f"ADOPTING {label}: the record set exists but is {_owner_words(owned)}; applying writes "
+                    f"the ownership marker {marker} and later runs may change or delete it")
+            reason = "adopt"
+        # Show the ownership switch as a property, so even a matching set is a pending update.
         before = dict(observed, ownership=_owner_value(owned))
         after = dict(desired, ownership="kmsdeploy (this owner)")
-        note = (f"ADOPTING {label}: the record set exists but is {_owner_words(owned)}; applying writes "
-                f"the ownership marker {marker_name(desired['name'], desired['type'])} TXT and later "
-                f"runs may change or delete it")
-        return Change(action=Action.UPDATE, before=before, after=after,
+        return Change(action=Action.UPDATE, before=before, after=after, reason=reason,
                       properties=tuple(sorted(props + ("ownership",))), notes=details + (note,), **base)
 
 

@@ -2,7 +2,8 @@
 
 ``BindServer`` writes a self-contained configuration under ``workdir`` (recipe:
 reference/test-services.md §4): a TSIG key made by ``tsig-keygen``, one primary zone
-per entry of ``zones`` with ``update-policy { grant KEY zonesub ANY; }``, listening only
+per entry of ``zones`` with ``update-policy { grant KEY zonesub ANY; }`` and
+``allow-transfer { key KEY; }`` (kmsdeploy's prune listing; never open), listening only
 on ``address:port`` (TCP and UDP), ``recursion no`` and ``reuseport no`` (so a port
 clash is at least logged, §4/§7). ``start()`` runs ``named -g -c`` in its own session
 (``setsid``) and waits until every zone answers its SOA; ``stop()`` sends SIGTERM.
@@ -74,7 +75,7 @@ class BindServer:
     def __init__(self, workdir: str | os.PathLike, address: str = "127.0.0.1", port: int | None = None,
                  zones: Mapping[str, Sequence[str]] | None = None, key_name: str = "kmsdeploy-key",
                  algorithm: str = "hmac-sha256", named: str | None = None, ttl: int = 300,
-                 open_zones: Sequence[str] = ()):
+                 open_zones: Sequence[str] = (), no_transfer_zones: Sequence[str] = ()):
         self.workdir = Path(workdir).absolute()
         self.address = address
         self._requested_port = port
@@ -89,6 +90,9 @@ class BindServer:
         #: zones that ALSO take unsigned updates from 127.0.0.0/8 (``allow-update`` instead of
         #: ``update-policy``): what a zone open to KMS hosts' own publishing looks like
         self.open_zones = {_zone_ok(z) for z in open_zones}
+        #: zones served WITHOUT a zone transfer to the key (``allow-transfer { none; }``): what a
+        #: server looks like before pruning is set up (tests check the error it gives)
+        self.no_transfer_zones = {_zone_ok(z) for z in no_transfer_zones}
         self.proc: subprocess.Popen | None = None
 
     # -- paths ----------------------------------------------------------
@@ -139,8 +143,11 @@ class BindServer:
             self.key_file.chmod(0o600)
         for zone, records in self.zones.items():
             self.write_zone(zone, records)
+        # Zone transfers only to the TSIG key (kmsdeploy's prune listing), never open.
         zones = "".join(
             f'zone "{z}" {{ type primary; file "db.{z}"; '
+            + ('allow-transfer { none; }; ' if z in self.no_transfer_zones else
+               f'allow-transfer {{ key {self.key_name}; }}; ')
             + (f'allow-update {{ key {self.key_name}; 127.0.0.0/8; }}; }};\n' if z in self.open_zones else
                f'update-policy {{ grant {self.key_name} zonesub ANY; }}; }};\n') for z in self.zones)
         self.conf_file.write_text(

@@ -10,7 +10,10 @@ Host vars of a target (``ansible_connection: rfc2136``):
 ``kmsdeploy_dns_timeout``   seconds for connecting and for each exchange (default: run timeouts)
 
 read: every query of the target (zone SOAs, each set, each ownership marker) goes out
-pipelined on the one TCP connection — one round trip per target.
+pipelined on the one TCP connection — one round trip per target. When a play prunes
+``dns_record``, the read also transfers (AXFR, TSIG-signed) each zone of the target's
+declared sets once, on the same connection, and lists the sets whose ownership marker
+names this owner id (:func:`owned_sets`); the server must allow the transfer to the key.
 apply: one UPDATE message per zone, all zones pipelined in one round trip. Each message
 carries prerequisites for exactly what was read (RFC 2136 §2.4), so a concurrent change
 makes the server reject the whole zone's message instead of being overwritten.
@@ -38,7 +41,8 @@ import dns.rdtypes.IN.SRV
 import dns.update
 
 from ..errors import ConflictError, ProviderError, SecretError
-from ..kinds.dns_record import marker_name, marker_text, ownership, srv_sort_key
+from ..kinds.dns_record import (MARKER_PREFIX, TYPES, DnsRecord, NameError_, absolute_name, marker_name,
+                                marker_text, ownership, srv_sort_key)
 from ..model import Action, Change, Host, Ref, Resource, Secret, SecretRef
 from ..transports.dns import ALGORITHMS, DnsTransport, TsigKey, parse_key_file
 from .base import ApplyResult, Provider, RunContext
@@ -256,6 +260,59 @@ def observed_state(desired: Mapping[str, Any], set_answer: dns.message.Message,
     return out
 
 
+# --------------------------------------------------------------------------- prune listing (pure)
+_KIND = DnsRecord()
+
+
+def owned_sets(zone: str, rdatasets, owner_id: str) -> dict[str, dict[str, Any]]:
+    """identity -> observed state of every set in a transferred zone that THIS owner id owns.
+
+    ``rdatasets`` yields (absolute dns.name.Name, rdataset) pairs, as
+    ``dns.zone.Zone.iterate_rdatasets()`` gives them. A set is ours when its marker
+    ``_kmsdeploy-<type>.<name>`` TXT names ``owner_id`` for that type (parse_marker);
+    other owners' and unowned sets are not returned, marker sets are never objects of
+    their own, and a marker without its set (nothing to delete) is ignored. The state
+    has the shape :func:`observed_state` gives and the identity is the kind's, so a
+    declared set is recognised as declared.
+    """
+    sets: dict[tuple[str, str], Any] = {}
+    for name, rdataset in rdatasets:
+        if rdataset.rdclass != IN:
+            continue
+        sets[(name.to_text().lower(), dns.rdatatype.to_text(rdataset.rdtype))] = rdataset
+    out: dict[str, dict[str, Any]] = {}
+    for (mname, mtype), marker in sorted(sets.items()):
+        if mtype != "TXT" or not mname.startswith(MARKER_PREFIX):
+            continue
+        label, _, name = mname.partition(".")
+        rtype = label[len(MARKER_PREFIX):].upper()
+        rdataset = sets.get((name, rtype))
+        if rtype not in TYPES or rdataset is None or len(rdataset) == 0:
+            continue
+        texts = sorted(txt_text(rd) for rd in marker)
+        if ownership(texts, rtype, owner_id) is not True:
+            continue
+        try:
+            absolute_name(name, zone)  # a name kmsdeploy could have written (it wrote the marker)
+        except NameError_:
+            continue
+        state: dict[str, Any] = {"zone": zone, "name": name, "type": rtype, "ttl": rdataset.ttl}
+        state.update(values_from_rrset(rdataset, rtype))
+        state["_owned"] = True
+        state["_marker"] = texts
+        out[_KIND.identity(state)] = state
+    return out
+
+
+def transfer_refused_message(zone: str, rcode: int, where: str, key: str | None) -> str:
+    """Per-target error when the server will not transfer a zone the prune listing needs."""
+    grant = f"key {key}" if key else "<this machine's address>"
+    return (f"DNS server {where} refused the zone transfer (AXFR) of {zone.rstrip('.')} "
+            f"({dns.rcode.to_text(rcode)}); pruning dns_record lists owned record sets from it. Allow it to "
+            f"the update key in named.conf: zone \"{zone.rstrip('.')}\" {{ ... allow-transfer {{ {grant}; }}; }}; "
+            f"(AD DNS: zone transfers to this server's address), or turn prune off for dns_record")
+
+
 # --------------------------------------------------------------------------- apply (pure parts)
 def _state_of(change: Change) -> Mapping[str, Any]:
     return change.after if change.after is not None else change.before  # type: ignore[return-value]
@@ -321,6 +378,7 @@ class Rfc2136Provider(Provider):
 
     connection = "rfc2136"
     kinds = frozenset({"dns_record"})
+    prunable_kinds = frozenset({"dns_record"})
 
     def transport(self, host: Host, ctx: RunContext) -> DnsTransport:
         tsig = tsig_from_vars(host.vars.get("kmsdeploy_tsig"), ctx.base_dir, host.name)
@@ -342,7 +400,7 @@ class Rfc2136Provider(Provider):
         return ctx.owner_id
 
     def read(self, transport: DnsTransport, host: Host, resources: Sequence[Resource],
-             ctx: RunContext) -> dict[Ref, Mapping[str, Any] | None]:
+             ctx: RunContext, prune_kinds: frozenset[str] = frozenset()) -> dict[Ref, Mapping[str, Any] | None]:
         owner = self._owner(ctx, host)
         resources = [r for r in resources if r.ref.kind == "dns_record"]
         if not resources:
@@ -356,7 +414,28 @@ class Rfc2136Provider(Provider):
         for r in resources:
             out[r.ref] = observed_state(r.desired, answers[index[(r.ref, "set")]],
                                         answers[index[(r.ref, "marker")]], owner, transport.where, host.name)
+        if "dns_record" in prune_kinds:
+            out.update(self._list_owned(transport, host, resources, owner, out))
         return out
+
+    @staticmethod
+    def _list_owned(transport: DnsTransport, host: Host, resources: Sequence[Resource], owner: str,
+                    read: Mapping[Ref, Any]) -> dict[Ref, Mapping[str, Any]]:
+        """Owned sets of every zone of the declared sets: one AXFR per zone (scope, docs/dns.md)."""
+        found: dict[Ref, Mapping[str, Any]] = {}
+        key = transport.tsig.name if transport.tsig else None
+        for zone in sorted({r.desired["zone"] for r in resources}):
+            rcode, data = transport.transfer(zone)
+            if data is None:
+                if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
+                    raise ProviderError(transfer_refused_message(zone, rcode, transport.where, key), target=host.name)
+                raise ProviderError(f"DNS server {transport.where} answered {dns.rcode.to_text(rcode)} to the zone "
+                                    f"transfer (AXFR) of {zone.rstrip('.')}", target=host.name)
+            for identity, state in owned_sets(zone, data.iterate_rdatasets(), owner).items():
+                ref = Ref("dns_record", host.name, identity)
+                if ref not in read:  # declared sets keep the state their own queries read
+                    found[ref] = state
+        return found
 
     def apply(self, transport: DnsTransport, host: Host, changes: Sequence[Change],
               resources: Mapping[Ref, Resource], ctx: RunContext) -> list[ApplyResult]:

@@ -4,7 +4,8 @@
 updates), sends them all on the one TCP connection, then receives all answers and
 matches them by message id (BIND may answer pipelined queries out of order). One
 ``exchange`` is one round trip and counts as one request; ``messages`` counts DNS
-messages. dnspython and socket exceptions are mapped to :mod:`kmsdeploy.errors` here and
+messages. ``transfer(zone)`` runs a (TSIG-signed) AXFR on the same connection and counts
+as one request too (pruning lists owned sets from it). dnspython and socket exceptions are mapped to :mod:`kmsdeploy.errors` here and
 nowhere else; no message ever contains the TSIG secret (``dns.tsig.Key``'s own repr
 does, so the key object never leaves this module).
 """
@@ -21,7 +22,10 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdatatype
 import dns.tsig
+import dns.xfr
+import dns.zone
 
 from ..errors import AuthenticationError, ProviderError, TimeoutError_, UnreachableError
 from ..model import Secret
@@ -166,6 +170,77 @@ class DnsTransport(Transport):
                 raise UnreachableError(f"DNS server {self.where} closed the connection without answering",
                                        target=self.target) from None
 
+    def transfer(self, zone: str) -> tuple[int, "dns.zone.Zone | None"]:
+        """AXFR ``zone`` on this connection: (rcode, zone). The zone is None unless rcode is NOERROR.
+
+        One request. The query is signed like every other message, and every answer
+        message's TSIG is verified in sequence (RFC 8945 §5.3.1). Names stay absolute.
+        """
+        if self._sock is None:
+            self.open()
+        self.requests += 1
+        try:
+            return self._transfer_once(zone)
+        except _ClosedEarly:
+            self.reconnects += 1  # the idle connection was closed (see exchange)
+            self._connect()
+            try:
+                return self._transfer_once(zone)
+            except _ClosedEarly:
+                raise UnreachableError(f"DNS server {self.where} closed the connection without answering "
+                                       f"the zone transfer of {zone}", target=self.target) from None
+
+    def _transfer_once(self, zone: str) -> tuple[int, "dns.zone.Zone | None"]:
+        assert self._sock is not None
+        origin = dns.name.from_text(zone)
+        query = self.sign(dns.message.make_query(origin, "AXFR"))
+        wire = query.to_wire()
+        self.messages += 1
+        deadline = time.monotonic() + self.timeout
+        try:
+            self._sock.settimeout(self.timeout)
+            self._sock.sendall(struct.pack("!H", len(wire)) + wire)
+        except (BrokenPipeError, ConnectionResetError):
+            raise _ClosedEarly() from None
+        except (socket.timeout, TimeoutError):
+            raise self._timeout() from None
+        except OSError as exc:
+            raise UnreachableError(f"DNS server {self.where}: {exc.strerror or exc}", target=self.target) from None
+        result = dns.zone.Zone(origin, relativize=False)
+        tsig_ctx = None
+        first = True
+        with dns.xfr.Inbound(result, dns.rdatatype.AXFR) as inbound:
+            while True:
+                try:
+                    header = self._recv_exact(2, deadline)
+                    if header is None and first:
+                        raise _ClosedEarly()
+                    body = self._recv_exact(struct.unpack("!H", header)[0], deadline) if header else None
+                except ConnectionResetError:
+                    if first:
+                        raise _ClosedEarly() from None
+                    body = None
+                except (socket.timeout, TimeoutError):
+                    raise self._timeout() from None
+                if body is None:
+                    raise UnreachableError(f"DNS server {self.where} closed the connection in the middle of "
+                                           f"the zone transfer of {zone}", target=self.target)
+                answer = self._parse(body, query, xfr=dict(xfr=True, origin=result.from_wire_origin(),
+                                                           tsig_ctx=tsig_ctx, multi=True), first=first)
+                if first and answer.rcode() != dns.rcode.NOERROR:
+                    return answer.rcode(), None
+                first = False
+                tsig_ctx = answer.tsig_ctx
+                try:
+                    if inbound.process_message(answer):
+                        break
+                except dns.exception.DNSException as exc:
+                    raise ProviderError(f"DNS server {self.where} sent a bad zone transfer of {zone}: {exc}",
+                                        target=self.target) from None
+                # each message gets the timeout afresh: a large zone may take several
+                deadline = time.monotonic() + self.timeout
+        return dns.rcode.NOERROR, result
+
     def _exchange_once(self, messages: Sequence[dns.message.Message]) -> list[dns.message.Message]:
         assert self._sock is not None
         sock = self._sock
@@ -228,10 +303,13 @@ class DnsTransport(Transport):
             buf += chunk
         return bytes(buf)
 
-    def _parse(self, wire: bytes, query: dns.message.Message) -> dns.message.Message:
+    def _parse(self, wire: bytes, query: dns.message.Message, xfr: dict | None = None,
+               first: bool = True) -> dns.message.Message:
+        """Decode and verify one answer; ``xfr`` holds dnspython's zone-transfer arguments."""
         keyring = query.keyring if self.__key is not None else None  # None for an unsigned query
         try:
-            answer = dns.message.from_wire(wire, keyring=keyring, request_mac=query.mac if keyring else b"")
+            answer = dns.message.from_wire(wire, keyring=keyring, request_mac=query.mac if keyring else b"",
+                                           **(xfr or {}))
         except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime,
                 dns.tsig.PeerBadTruncation, dns.tsig.BadSignature, dns.tsig.BadTime,
                 dns.tsig.BadAlgorithm) as exc:
@@ -245,7 +323,7 @@ class DnsTransport(Transport):
             raise ProviderError(f"DNS server {self.where} sent a malformed answer: {exc}", target=self.target) from None
         except dns.exception.DNSException as exc:
             raise ProviderError(f"DNS server {self.where} sent a malformed answer: {exc}", target=self.target) from None
-        if not query.is_response(answer):
+        if not query.is_response(answer, xfr_continuation=not first):
             raise ProviderError(f"DNS server {self.where} answered a different question", target=self.target)
         if keyring is not None and answer.rcode() == dns.rcode.NOTAUTH and not answer.had_tsig:
             # BADKEY/BADSIG answers are unsigned: the server could not verify our key

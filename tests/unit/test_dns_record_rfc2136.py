@@ -130,7 +130,7 @@ def test_build_updates_prerequisites():
 
 def test_adoption_requires_marker_absent():
     spec = {"zone": "lab.example", "name": "kms1", "type": "A", "ttl": 300, "addresses": ["127.0.0.11"]}
-    r = Resource(Ref("dns_record", "dns1", KIND.identity(spec)), KIND.normalize(spec))
+    r = Resource(Ref("dns_record", "dns1", KIND.identity(spec)), KIND.normalize(spec), adopt=True)
     obs = {"zone": "lab.example.", "name": "kms1.lab.example.", "type": "A", "ttl": 300,
            "addresses": ["127.0.0.11"], "_owned": False, "_marker": []}
     s = _sections(p.build_updates([KIND.diff(r, obs)], "o1")["lab.example."][0])
