@@ -310,7 +310,7 @@ def transfer_refused_message(zone: str, rcode: int, where: str, key: str | None)
     return (f"DNS server {where} refused the zone transfer (AXFR) of {zone.rstrip('.')} "
             f"({dns.rcode.to_text(rcode)}); pruning dns_record lists owned record sets from it. Allow it to "
             f"the update key in named.conf: zone \"{zone.rstrip('.')}\" {{ ... allow-transfer {{ {grant}; }}; }}; "
-            f"(AD DNS: zone transfers to this server's address), or turn prune off for dns_record")
+            f"or leave dns_record out of the play's prune")
 
 
 # --------------------------------------------------------------------------- apply (pure parts)
