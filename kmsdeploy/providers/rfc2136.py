@@ -38,6 +38,7 @@ import dns.rdtypes.ANY.TXT
 import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
+import dns.rrset
 import dns.update
 
 from ..errors import ConflictError, ProviderError, SecretError
@@ -264,11 +265,11 @@ def observed_state(desired: Mapping[str, Any], set_answer: dns.message.Message,
 _KIND = DnsRecord()
 
 
-def owned_sets(zone: str, rdatasets, owner_id: str) -> dict[str, dict[str, Any]]:
+def owned_sets(zone: str, rrsets, owner_id: str) -> dict[str, dict[str, Any]]:
     """identity -> observed state of every set in a transferred zone that THIS owner id owns.
 
-    ``rdatasets`` yields (absolute dns.name.Name, rdataset) pairs, as
-    ``dns.zone.Zone.iterate_rdatasets()`` gives them. A set is ours when its marker
+    ``rrsets`` are the zone's RRsets (absolute names; a set may come split into several
+    RRsets of one record, as a transfer gives them). A set is ours when its marker
     ``_kmsdeploy-<type>.<name>`` TXT names ``owner_id`` for that type (parse_marker);
     other owners' and unowned sets are not returned, marker sets are never objects of
     their own, and a marker without its set (nothing to delete) is ignored. The state
@@ -276,10 +277,15 @@ def owned_sets(zone: str, rdatasets, owner_id: str) -> dict[str, dict[str, Any]]
     declared set is recognised as declared.
     """
     sets: dict[tuple[str, str], Any] = {}
-    for name, rdataset in rdatasets:
-        if rdataset.rdclass != IN:
+    for rrset in rrsets:
+        if rrset.rdclass != IN:
             continue
-        sets[(name.to_text().lower(), dns.rdatatype.to_text(rdataset.rdtype))] = rdataset
+        key = (rrset.name.to_text().lower(), dns.rdatatype.to_text(rrset.rdtype))
+        if key in sets:
+            sets[key].union_update(rrset)
+        else:
+            sets[key] = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype)
+            sets[key].update(rrset)
     out: dict[str, dict[str, Any]] = {}
     for (mname, mtype), marker in sorted(sets.items()):
         if mtype != "TXT" or not mname.startswith(MARKER_PREFIX):
@@ -431,7 +437,7 @@ class Rfc2136Provider(Provider):
                     raise ProviderError(transfer_refused_message(zone, rcode, transport.where, key), target=host.name)
                 raise ProviderError(f"DNS server {transport.where} answered {dns.rcode.to_text(rcode)} to the zone "
                                     f"transfer (AXFR) of {zone.rstrip('.')}", target=host.name)
-            for identity, state in owned_sets(zone, data.iterate_rdatasets(), owner).items():
+            for identity, state in owned_sets(zone, data, owner).items():
                 ref = Ref("dns_record", host.name, identity)
                 if ref not in read:  # declared sets keep the state their own queries read
                     found[ref] = state

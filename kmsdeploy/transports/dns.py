@@ -24,8 +24,6 @@ import dns.name
 import dns.rcode
 import dns.rdatatype
 import dns.tsig
-import dns.xfr
-import dns.zone
 
 from ..errors import AuthenticationError, ProviderError, TimeoutError_, UnreachableError
 from ..model import Secret
@@ -170,11 +168,14 @@ class DnsTransport(Transport):
                 raise UnreachableError(f"DNS server {self.where} closed the connection without answering",
                                        target=self.target) from None
 
-    def transfer(self, zone: str) -> tuple[int, "dns.zone.Zone | None"]:
-        """AXFR ``zone`` on this connection: (rcode, zone). The zone is None unless rcode is NOERROR.
+    def transfer(self, zone: str) -> tuple[int, list | None]:
+        """AXFR ``zone`` on this connection: (rcode, RRs). The RRs are None unless rcode is NOERROR.
 
-        One request. The query is signed like every other message, and every answer
-        message's TSIG is verified in sequence (RFC 8945 §5.3.1). Names stay absolute.
+        One request. The query is signed like every other message and every answer
+        message's TSIG is verified in sequence (RFC 8945 §5.3.1). The RRs come back as
+        dnspython RRsets of one record each, in transfer order, names absolute, without
+        the opening and closing SOA. (Collecting them directly is about twice as fast as
+        building a ``dns.zone.Zone``: the listing only needs a scan.)
         """
         if self._sock is None:
             self.open()
@@ -190,7 +191,7 @@ class DnsTransport(Transport):
                 raise UnreachableError(f"DNS server {self.where} closed the connection without answering "
                                        f"the zone transfer of {zone}", target=self.target) from None
 
-    def _transfer_once(self, zone: str) -> tuple[int, "dns.zone.Zone | None"]:
+    def _transfer_once(self, zone: str) -> tuple[int, list | None]:
         assert self._sock is not None
         origin = dns.name.from_text(zone)
         query = self.sign(dns.message.make_query(origin, "AXFR"))
@@ -206,40 +207,42 @@ class DnsTransport(Transport):
             raise self._timeout() from None
         except OSError as exc:
             raise UnreachableError(f"DNS server {self.where}: {exc.strerror or exc}", target=self.target) from None
-        result = dns.zone.Zone(origin, relativize=False)
+        records: list = []
         tsig_ctx = None
         first = True
-        with dns.xfr.Inbound(result, dns.rdatatype.AXFR) as inbound:
-            while True:
-                try:
-                    header = self._recv_exact(2, deadline)
-                    if header is None and first:
-                        raise _ClosedEarly()
-                    body = self._recv_exact(struct.unpack("!H", header)[0], deadline) if header else None
-                except ConnectionResetError:
-                    if first:
-                        raise _ClosedEarly() from None
-                    body = None
-                except (socket.timeout, TimeoutError):
-                    raise self._timeout() from None
-                if body is None:
-                    raise UnreachableError(f"DNS server {self.where} closed the connection in the middle of "
-                                           f"the zone transfer of {zone}", target=self.target)
-                answer = self._parse(body, query, xfr=dict(xfr=True, origin=result.from_wire_origin(),
-                                                           tsig_ctx=tsig_ctx, multi=True), first=first)
-                if first and answer.rcode() != dns.rcode.NOERROR:
-                    return answer.rcode(), None
+        while True:
+            try:
+                header = self._recv_exact(2, deadline)
+                if header is None and first:
+                    raise _ClosedEarly()
+                body = self._recv_exact(struct.unpack("!H", header)[0], deadline) if header else None
+            except ConnectionResetError:
+                if first:
+                    raise _ClosedEarly() from None
+                body = None
+            except (socket.timeout, TimeoutError):
+                raise self._timeout() from None
+            if body is None:
+                raise UnreachableError(f"DNS server {self.where} closed the connection in the middle of "
+                                       f"the zone transfer of {zone}", target=self.target)
+            answer = self._parse(body, query, xfr=dict(xfr=True, origin=None, tsig_ctx=tsig_ctx, multi=True,
+                                                       one_rr_per_rrset=True), first=first)
+            if first and answer.rcode() != dns.rcode.NOERROR:
+                return answer.rcode(), None
+            tsig_ctx = answer.tsig_ctx
+            rrs = answer.answer
+            if first:
+                # RFC 5936 §2.2: the transfer opens with the zone's SOA ...
+                if not rrs or rrs[0].rdtype != dns.rdatatype.SOA or rrs[0].name != origin:
+                    raise ProviderError(f"DNS server {self.where} sent a zone transfer of {zone} that does not "
+                                        f"start with its SOA", target=self.target)
+                rrs = rrs[1:]
                 first = False
-                tsig_ctx = answer.tsig_ctx
-                try:
-                    if inbound.process_message(answer):
-                        break
-                except dns.exception.DNSException as exc:
-                    raise ProviderError(f"DNS server {self.where} sent a bad zone transfer of {zone}: {exc}",
-                                        target=self.target) from None
-                # each message gets the timeout afresh: a large zone may take several
-                deadline = time.monotonic() + self.timeout
-        return dns.rcode.NOERROR, result
+            for rr in rrs:
+                if rr.rdtype == dns.rdatatype.SOA and rr.name == origin:
+                    return dns.rcode.NOERROR, records  # ... and closes with it
+                records.append(rr)
+            deadline = time.monotonic() + self.timeout  # each message gets the timeout afresh
 
     def _exchange_once(self, messages: Sequence[dns.message.Message]) -> list[dns.message.Message]:
         assert self._sock is not None

@@ -95,11 +95,15 @@ def test_prune_one_of_three_others_survive(dns_zone, tmp_path, capsys):
     nsupdate(server, dns_zone.zone, f"update add {case.fq('manual')} 300 IN SRV 0 0 1688 {kms1}")
     survivors = {"other": [f"300 0 0 1688 {kms1}"], "manual": [f"300 0 0 1688 {kms1}"]}
 
-    three = [case.resource(s) for s in ("site1", "site2", "site3")]
+    # site3 (the one to be pruned) has two records: the listing must carry the whole set
+    three = [case.resource("site1"), case.resource("site2"),
+             case.resource("site3", records=[{"target": "kms1"}, {"target": "kms2", "priority": 10}])]
     pb = case.playbook("srv.yml", three, prune=True)
     assert case.run(capsys, "apply", pb, "--auto-approve", "--owner-id", OWNER)[0] == 0
-    for s in ("site1", "site2", "site3"):
+    for s in ("site1", "site2"):
         assert srv_values(server, case.fq(s)) == [f"300 0 0 1688 {kms1}"]
+    assert srv_values(server, case.fq("site3")) == [f"300 0 0 1688 {kms1}", f"300 10 0 1688 kms2.{dns_zone.fqdn}"]
+    for s in ("site1", "site2", "site3"):
         assert marker_texts(server, case.fq(s)) == [f'"heritage=kmsdeploy,owner={OWNER},type=SRV"']
     assert case.run(capsys, "plan", pb, "--owner-id", OWNER, "--detailed-exitcode")[0] == 0
 
@@ -110,7 +114,8 @@ def test_prune_one_of_three_others_survive(dns_zone, tmp_path, capsys):
     doc = json.loads(out)
     pending = [c for c in doc["changes"] if c["action"] != "noop"]
     assert [(c["action"], c.get("reason")) for c in pending] == [("delete", "no longer declared")]
-    assert case.fq("site3") in json.dumps(pending[0])
+    assert pending[0]["name"] == f"{case.fq('site3')}/SRV"
+    assert len(pending[0]["before"]["records"]) == 2
     rc, out, _ = case.run(capsys, "plan", pb, "--owner-id", OWNER)
     assert "no longer declared" in out and case.fq("site3") in out
     assert case.fq("other") not in out and case.fq("manual") not in out

@@ -204,6 +204,7 @@ ns 300 IN A 127.0.0.1
 _vlmcs._tcp.s1 300 IN SRV 0 10 1688 kms1
 _kmsdeploy-srv._vlmcs._tcp.s1 300 IN TXT "heritage=kmsdeploy,owner=o1,type=SRV"
 _vlmcs._tcp.S2 120 IN SRV 0 0 1688 KMS2
+_vlmcs._tcp.s2 120 IN SRV 10 5 1688 kms1
 _kmsdeploy-srv._vlmcs._tcp.s2 120 IN TXT "heritage=kmsdeploy,owner=o1,type=SRV"
 _vlmcs._tcp.other 300 IN SRV 0 0 1688 kms1
 _kmsdeploy-srv._vlmcs._tcp.other 300 IN TXT "heritage=kmsdeploy,owner=o2,type=SRV"
@@ -219,9 +220,12 @@ _kmsdeploy-txt.info 300 IN TXT "heritage=kmsdeploy,owner=o1,type=TXT"
 
 
 def _zone_sets(text=ZONE_TEXT):
+    """The zone's records as a transfer gives them: one RRset per record."""
+    import dns.rrset
     import dns.zone
 
-    return dns.zone.from_text(text, "lab.example.", relativize=False).iterate_rdatasets()
+    zone = dns.zone.from_text(text, "lab.example.", relativize=False)
+    return [dns.rrset.from_rdata(name, rds.ttl, rd) for name, rds in zone.iterate_rdatasets() for rd in rds]
 
 
 def test_owned_sets_lists_only_this_owners_sets_under_the_kinds_identity():
@@ -232,7 +236,8 @@ def test_owned_sets_lists_only_this_owners_sets_under_the_kinds_identity():
                              "info.lab.example./TXT", "kms1.lab.example./A"]
     assert found["_vlmcs._tcp.s2.lab.example./SRV"] == {
         "zone": "lab.example.", "name": "_vlmcs._tcp.s2.lab.example.", "type": "SRV", "ttl": 120,
-        "records": [{"target": "kms2.lab.example.", "port": 1688, "priority": 0, "weight": 0}],
+        "records": [{"target": "kms2.lab.example.", "port": 1688, "priority": 0, "weight": 0},
+                    {"target": "kms1.lab.example.", "port": 1688, "priority": 10, "weight": 5}],
         "_owned": True, "_marker": ["heritage=kmsdeploy,owner=o1,type=SRV"]}
     # the identity is the one the loader gives the declared resource, so declared sets match
     spec = {"zone": "LAB.example", "name": "_vlmcs._tcp.S1", "type": "srv", "records": [{"target": "kms1"}]}
