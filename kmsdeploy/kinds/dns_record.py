@@ -11,10 +11,10 @@ A/AAAA sets carry ``addresses`` (sorted, canonical text), CNAME ``target`` and T
 ``texts`` (sorted). Observed states add bookkeeping keys the generic diff ignores:
 ``_owned`` (True, False or ``"other:<owner_id>"``) and ``_marker`` (the texts of the
 ownership TXT set, kept so the provider can make them an update prerequisite).
-Ownership rules (docs/dns.md): deleting needs ownership or ``force``; updating an
-unowned set needs ``adopt: true`` (then the change has reason ``adopt`` and writes the
-marker), else it is refused; a set owned by another kmsdeploy owner is refused unless
-``force``. These rules are provider-independent (rfc2136 and windows_dns share them).
+Ownership rules (docs/dns.md): deleting needs ownership or ``force``; an unowned set
+blocks the plan unless the resource says ``adopt: true`` (then the plan shows ``~ adopt``
+and applying writes the marker); a set owned by another kmsdeploy owner is refused
+unless ``force``.
 """
 from __future__ import annotations
 
@@ -269,6 +269,11 @@ class DnsRecord(Kind):
                                       f"({', '.join(sorted(types - {'CNAME'}))})"))
         return out
 
+    def prune_area(self, state: Mapping[str, Any]) -> str | None:
+        """Pruning plays prune only in the zones of their own records."""
+        zone = state.get("zone")
+        return str(zone).lower() if zone else None
+
     # -- diff -------------------------------------------------------------
     def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:
         """Generic property diff plus the ownership rules (module docstring, docs/dns.md)."""
@@ -303,28 +308,22 @@ class DnsRecord(Kind):
                 return Change(action=Action.NOOP, before=observed, after=desired, **base)
             return Change(action=Action.UPDATE, before=observed, after=desired, properties=props,
                           notes=details, **base)
-        marker = f"{marker_name(desired['name'], desired['type'])} TXT"
-        if isinstance(owned, str):
-            if not force:
-                return Change(action=Action.UPDATE, before=observed, after=desired, properties=props, refusal=(
-                    f"{label} is {_owner_words(owned)}; refusing to take it over. "
-                    f"Use the same owner id or add force: true"), **base)
-            note = (f"force: TAKING OVER {label} from {_owner_value(owned)}; applying rewrites the ownership "
-                    f"marker {marker} and later runs may change or delete it")
-            reason = None
-        elif not resource.adopt:
-            # Unowned: never taken over silently (someone else may manage it by hand or by script).
+        if isinstance(owned, str) and not force:
             return Change(action=Action.UPDATE, before=observed, after=desired, properties=props, refusal=(
-                f"{label} exists but is {_owner_words(owned)}; add adopt: true to the resource to take "
-                f"it over (applying writes the ownership marker {marker}), or remove it by hand"), **base)
-        else:
-            note = (f"ADOPTING {label}: the record set exists but is {_owner_words(owned)}; applying writes "
-                    f"the ownership marker {marker} and later runs may change or delete it")
-            reason = "adopt"
-        # Show the ownership switch as a property, so even a matching set is a pending update.
+                f"{label} is {_owner_words(owned)}; refusing to take it over. "
+                f"Use the same owner id or add force: true"), **base)
+        if owned is not True and not (resource.adopt or force):
+            return Change(action=Action.UPDATE, before=observed, after=desired, properties=props, refusal=(
+                f"{label} exists and is {_owner_words(owned)}; kmsdeploy changes only what it owns. "
+                f"Add adopt: true to this resource to take it over (the plan then shows '~ adopt' and "
+                f"applying writes the ownership marker)"), **base)
+        # Unowned with adopt: true (or foreign with force): adopt. The ownership switch is a property.
         before = dict(observed, ownership=_owner_value(owned))
         after = dict(desired, ownership="kmsdeploy (this owner)")
-        return Change(action=Action.UPDATE, before=before, after=after, reason=reason,
+        note = (f"ADOPTING {label}: the record set exists but is {_owner_words(owned)}; applying writes "
+                f"the ownership marker {marker_name(desired['name'], desired['type'])} TXT and later "
+                f"runs may change or delete it")
+        return Change(action=Action.UPDATE, before=before, after=after, reason="adopt",
                       properties=tuple(sorted(props + ("ownership",))), notes=details + (note,), **base)
 
 

@@ -2,8 +2,7 @@
 
 ``BindServer`` writes a self-contained configuration under ``workdir`` (recipe:
 reference/test-services.md §4): a TSIG key made by ``tsig-keygen``, one primary zone
-per entry of ``zones`` with ``update-policy { grant KEY zonesub ANY; }`` and
-``allow-transfer { key KEY; }`` (kmsdeploy's prune listing; never open), listening only
+per entry of ``zones`` with ``update-policy { grant KEY zonesub ANY; }``, listening only
 on ``address:port`` (TCP and UDP), ``recursion no`` and ``reuseport no`` (so a port
 clash is at least logged, §4/§7). ``start()`` runs ``named -g -c`` in its own session
 (``setsid``) and waits until every zone answers its SOA; ``stop()`` sends SIGTERM.
@@ -90,8 +89,8 @@ class BindServer:
         #: zones that ALSO take unsigned updates from 127.0.0.0/8 (``allow-update`` instead of
         #: ``update-policy``): what a zone open to KMS hosts' own publishing looks like
         self.open_zones = {_zone_ok(z) for z in open_zones}
-        #: zones served WITHOUT a zone transfer to the key (``allow-transfer { none; }``): what a
-        #: server looks like before pruning is set up (tests check the error it gives)
+        #: zones that refuse zone transfers; every other zone allows AXFR signed with the key
+        #: (``allow-transfer { key ...; }``), which pruning needs (docs/dns.md "Pruning")
         self.no_transfer_zones = {_zone_ok(z) for z in no_transfer_zones}
         self.proc: subprocess.Popen | None = None
 
@@ -143,7 +142,6 @@ class BindServer:
             self.key_file.chmod(0o600)
         for zone, records in self.zones.items():
             self.write_zone(zone, records)
-        # Zone transfers only to the TSIG key (kmsdeploy's prune listing), never open.
         zones = "".join(
             f'zone "{z}" {{ type primary; file "db.{z}"; '
             + ('allow-transfer { none; }; ' if z in self.no_transfer_zones else

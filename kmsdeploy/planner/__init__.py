@@ -13,7 +13,7 @@ from ..providers.base import RunContext
 from .diff import diff_all
 from .gather import Observations, gather
 from .order import order_changes
-from .prune import PRUNE_REASON, over_limit, prune_limit, prune_resources, prune_scopes
+from .prune import PRUNE_REASON, over_limit, prune_areas, prune_limit, prune_resources, prune_scopes
 
 
 def now_iso() -> str:
@@ -24,7 +24,8 @@ def plan_from_observations(specs: Specs, obs: Observations, *, facts_age_seconds
     changes = diff_all(specs.resources, obs.observed, skip_targets=set(obs.errors))
     # owned objects no play declares any more (planner.prune); their state joins the
     # fingerprints so a saved plan is stale when one changed or appeared since
-    for r in prune_resources(specs.resources, obs.found, prune_scopes(specs.resources, specs.plays)):
+    for r in prune_resources(specs.resources, obs.found, prune_scopes(specs.resources, specs.plays),
+                             prune_areas(specs.resources, specs.plays)):
         if r.ref.target in obs.errors:
             continue
         obs.observed[r.ref] = obs.found[r.ref]

@@ -39,13 +39,31 @@ def prune_scopes(resources: Sequence[Resource], plays: Sequence[Play]) -> dict[s
     return {t: frozenset(k) for t, k in out.items()}
 
 
+def prune_areas(resources: Sequence[Resource], plays: Sequence[Play]) -> dict[tuple[str, str], frozenset[str]]:
+    """(target, kind) -> the areas pruning plays manage there (``Kind.prune_area`` of their
+    resources: a DNS zone, say), so a pruning play never reaches into another play's zone."""
+    from .. import kinds
+
+    by_key = {play_key(p.file, p.name): p for p in plays}
+    out: dict[tuple[str, str], set[str]] = {}
+    for r in resources:
+        play = by_key.get(play_key(r.location.file if r.location else "", r.play))
+        if play is None or not prunes_kind(play, r.ref.kind) or r.ref.kind not in kinds.KINDS:
+            continue
+        area = kinds.get(r.ref.kind).prune_area(r.desired)
+        if area is not None:
+            out.setdefault((r.ref.target, r.ref.kind), set()).add(area)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
 def prunable(observed: Mapping[str, Any] | None) -> bool:
     """An observed object kmsdeploy may prune: it exists and carries this owner id's marker."""
     return observed is not None and observed.get("_owned") is True
 
 
 def prune_resources(declared: Iterable[Resource], found: Mapping[Ref, Mapping[str, Any] | None],
-                    scopes: Mapping[str, frozenset[str]]) -> list[Resource]:
+                    scopes: Mapping[str, frozenset[str]],
+                    areas: Mapping[tuple[str, str], frozenset[str]] | None = None) -> list[Resource]:
     """``state: absent`` resources for every found object that is ours, in scope and not declared.
 
     ``found`` holds what providers listed (ref -> observed state). A ref declared by ANY
@@ -59,8 +77,18 @@ def prune_resources(declared: Iterable[Resource], found: Mapping[Ref, Mapping[st
         obs = found[ref]
         if ref in wanted or ref.kind not in scopes.get(ref.target, ()) or not prunable(obs):
             continue
+        if areas is not None and not _in_areas(ref, obs, areas):
+            continue
         out.append(Resource(ref, {k: v for k, v in obs.items() if not k.startswith("_")}, state="absent"))
     return out
+
+
+def _in_areas(ref: Ref, observed: Mapping[str, Any], areas: Mapping[tuple[str, str], frozenset[str]]) -> bool:
+    """Whether a found object lies in an area a pruning play manages (kinds without areas: yes)."""
+    from .. import kinds
+
+    area = kinds.get(ref.kind).prune_area(observed) if ref.kind in kinds.KINDS else None
+    return area is None or area in areas.get((ref.target, ref.kind), frozenset())
 
 
 def prune_resources_from_plan(changes: Iterable[Change]) -> list[Resource]:

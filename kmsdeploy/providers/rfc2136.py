@@ -11,9 +11,9 @@ Host vars of a target (``ansible_connection: rfc2136``):
 
 read: every query of the target (zone SOAs, each set, each ownership marker) goes out
 pipelined on the one TCP connection — one round trip per target. When a play prunes
-``dns_record``, the read also transfers (AXFR, TSIG-signed) each zone of the target's
-declared sets once, on the same connection, and lists the sets whose ownership marker
-names this owner id (:func:`owned_sets`); the server must allow the transfer to the key.
+``dns_record`` (docs/pruning.md), each zone of the target's declared sets is also read by
+a TSIG-signed zone transfer (AXFR), one per zone, to find the sets whose ownership marker
+names this owner id; the server must allow it (``allow-transfer { key <name>; };``).
 apply: one UPDATE message per zone, all zones pipelined in one round trip. Each message
 carries prerequisites for exactly what was read (RFC 2136 §2.4), so a concurrent change
 makes the server reject the whole zone's message instead of being overwritten.
@@ -38,14 +38,12 @@ import dns.rdtypes.ANY.TXT
 import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.rdtypes.IN.SRV
-import dns.rrset
 import dns.update
 
 from ..errors import ConflictError, ProviderError, SecretError
-from ..kinds.dns_record import (MARKER_PREFIX, TYPES, DnsRecord, NameError_, absolute_name, marker_name,
-                                marker_text, ownership, srv_sort_key)
+from ..kinds.dns_record import MARKER_PREFIX, VALUE_KEY, marker_name, marker_text, ownership, srv_sort_key
 from ..model import Action, Change, Host, Ref, Resource, Secret, SecretRef
-from ..transports.dns import ALGORITHMS, DnsTransport, TsigKey, parse_key_file
+from ..transports.dns import ALGORITHMS, DnsTransport, TransferRefused, TsigKey, parse_key_file
 from .base import ApplyResult, Provider, RunContext
 
 OWNER_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -261,62 +259,41 @@ def observed_state(desired: Mapping[str, Any], set_answer: dns.message.Message,
     return out
 
 
-# --------------------------------------------------------------------------- prune listing (pure)
-_KIND = DnsRecord()
+def owned_sets(zone, zone_name: str, owner_id: str) -> dict[str, dict[str, Any]]:
+    """identity -> observed state of every set in a transferred zone whose marker names ``owner_id``.
 
-
-def owned_sets(zone: str, rrsets, owner_id: str) -> dict[str, dict[str, Any]]:
-    """identity -> observed state of every set in a transferred zone that THIS owner id owns.
-
-    ``rrsets`` are the zone's RRsets (absolute names; a set may come split into several
-    RRsets of one record, as a transfer gives them). A set is ours when its marker
-    ``_kmsdeploy-<type>.<name>`` TXT names ``owner_id`` for that type (parse_marker);
-    other owners' and unowned sets are not returned, marker sets are never objects of
-    their own, and a marker without its set (nothing to delete) is ignored. The state
-    has the shape :func:`observed_state` gives and the identity is the kind's, so a
-    declared set is recognised as declared.
+    ``zone`` is a dnspython Zone (absolute names). A marker ``_kmsdeploy-<type>.<name>``
+    TXT stands for the set (name, TYPE); a marker whose set is gone is no object. Markers
+    themselves are never listed (they go with their set), nor sets of other types.
     """
-    sets: dict[tuple[str, str], Any] = {}
-    for rrset in rrsets:
-        if rrset.rdclass != IN:
-            continue
-        key = (rrset.name.to_text().lower(), dns.rdatatype.to_text(rrset.rdtype))
-        if key in sets:
-            sets[key].union_update(rrset)
-        else:
-            sets[key] = dns.rrset.RRset(rrset.name, rrset.rdclass, rrset.rdtype)
-            sets[key].update(rrset)
     out: dict[str, dict[str, Any]] = {}
-    for (mname, mtype), marker in sorted(sets.items()):
-        if mtype != "TXT" or not mname.startswith(MARKER_PREFIX):
+    for name, rdataset in zone.iterate_rdatasets(dns.rdatatype.TXT):
+        first = name.labels[0].decode("ascii", "replace").lower() if name.labels else ""
+        rtype = first[len(MARKER_PREFIX):].upper() if first.startswith(MARKER_PREFIX) else ""
+        if rtype not in VALUE_KEY:
             continue
-        label, _, name = mname.partition(".")
-        rtype = label[len(MARKER_PREFIX):].upper()
-        rdataset = sets.get((name, rtype))
-        if rtype not in TYPES or rdataset is None or len(rdataset) == 0:
-            continue
-        texts = sorted(txt_text(rd) for rd in marker)
+        texts = [txt_text(rd) for rd in rdataset]
         if ownership(texts, rtype, owner_id) is not True:
             continue
-        try:
-            absolute_name(name, zone)  # a name kmsdeploy could have written (it wrote the marker)
-        except NameError_:
+        owner_name = name.parent()
+        data = zone.get_rdataset(owner_name, dns.rdatatype.from_text(rtype))
+        if data is None or len(data) == 0:
             continue
-        state: dict[str, Any] = {"zone": zone, "name": name, "type": rtype, "ttl": rdataset.ttl}
-        state.update(values_from_rrset(rdataset, rtype))
+        fqdn = owner_name.to_text().lower()
+        state: dict[str, Any] = {"zone": zone_name, "name": fqdn, "type": rtype, "ttl": data.ttl}
+        state.update(values_from_rrset(data, rtype))
         state["_owned"] = True
         state["_marker"] = texts
-        out[_KIND.identity(state)] = state
+        out[f"{fqdn}/{rtype}"] = state
     return out
 
 
-def transfer_refused_message(zone: str, rcode: int, where: str, key: str | None) -> str:
-    """Per-target error when the server will not transfer a zone the prune listing needs."""
-    grant = f"key {key}" if key else "<this machine's address>"
-    return (f"DNS server {where} refused the zone transfer (AXFR) of {zone.rstrip('.')} "
-            f"({dns.rcode.to_text(rcode)}); pruning dns_record lists owned record sets from it. Allow it to "
-            f"the update key in named.conf: zone \"{zone.rstrip('.')}\" {{ ... allow-transfer {{ {grant}; }}; }}; "
-            f"or leave dns_record out of the play's prune")
+def transfer_refused_message(err: TransferRefused, zone: str, key: str | None) -> str:
+    """What to tell the user when a zone transfer for pruning is refused."""
+    allow = f'allow-transfer {{ key "{key}"; }};' if key else "allow-transfer { <this machine>; };"
+    return (f"{err}: pruning lists a zone's record sets by zone transfer; allow it for kmsdeploy's "
+            f"key in the zone's configuration (BIND: {allow} in zone \"{zone.rstrip('.')}\"), "
+            f"or do not prune dns_record on this server")
 
 
 # --------------------------------------------------------------------------- apply (pure parts)
@@ -411,37 +388,27 @@ class Rfc2136Provider(Provider):
         resources = [r for r in resources if r.ref.kind == "dns_record"]
         if not resources:
             return {}
+        found: dict[Ref, Mapping[str, Any] | None] = {}
+        if "dns_record" in prune_kinds:
+            # our sets in the zones this target's records live in (declared ones included)
+            key = transport.tsig.name if transport.tsig else None
+            for zone in sorted({r.desired["zone"] for r in resources}):
+                try:
+                    z = transport.transfer(zone)
+                except TransferRefused as err:
+                    raise ProviderError(transfer_refused_message(err, zone, key), target=host.name) from None
+                for identity, state in owned_sets(z, zone, owner).items():
+                    found[Ref("dns_record", host.name, identity)] = state
         msgs, index = make_queries(resources)
         answers = transport.exchange(msgs)  # the one round trip
         for key, i in index.items():
             if isinstance(key, str) and key.startswith("soa:"):
                 check_zone_answer(key[4:], answers[i], transport.where, host.name)
-        out: dict[Ref, Mapping[str, Any] | None] = {}
+        out: dict[Ref, Mapping[str, Any] | None] = found
         for r in resources:
             out[r.ref] = observed_state(r.desired, answers[index[(r.ref, "set")]],
                                         answers[index[(r.ref, "marker")]], owner, transport.where, host.name)
-        if "dns_record" in prune_kinds:
-            out.update(self._list_owned(transport, host, resources, owner, out))
         return out
-
-    @staticmethod
-    def _list_owned(transport: DnsTransport, host: Host, resources: Sequence[Resource], owner: str,
-                    read: Mapping[Ref, Any]) -> dict[Ref, Mapping[str, Any]]:
-        """Owned sets of every zone of the declared sets: one AXFR per zone (scope, docs/dns.md)."""
-        found: dict[Ref, Mapping[str, Any]] = {}
-        key = transport.tsig.name if transport.tsig else None
-        for zone in sorted({r.desired["zone"] for r in resources}):
-            rcode, data = transport.transfer(zone)
-            if data is None:
-                if rcode in (dns.rcode.REFUSED, dns.rcode.NOTAUTH):
-                    raise ProviderError(transfer_refused_message(zone, rcode, transport.where, key), target=host.name)
-                raise ProviderError(f"DNS server {transport.where} answered {dns.rcode.to_text(rcode)} to the zone "
-                                    f"transfer (AXFR) of {zone.rstrip('.')}", target=host.name)
-            for identity, state in owned_sets(zone, data, owner).items():
-                ref = Ref("dns_record", host.name, identity)
-                if ref not in read:  # declared sets keep the state their own queries read
-                    found[ref] = state
-        return found
 
     def apply(self, transport: DnsTransport, host: Host, changes: Sequence[Change],
               resources: Mapping[Ref, Resource], ctx: RunContext) -> list[ApplyResult]:

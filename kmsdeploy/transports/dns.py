@@ -4,8 +4,7 @@
 updates), sends them all on the one TCP connection, then receives all answers and
 matches them by message id (BIND may answer pipelined queries out of order). One
 ``exchange`` is one round trip and counts as one request; ``messages`` counts DNS
-messages. ``transfer(zone)`` runs a (TSIG-signed) AXFR on the same connection and counts
-as one request too (pruning lists owned sets from it). dnspython and socket exceptions are mapped to :mod:`kmsdeploy.errors` here and
+messages. dnspython and socket exceptions are mapped to :mod:`kmsdeploy.errors` here and
 nowhere else; no message ever contains the TSIG secret (``dns.tsig.Key``'s own repr
 does, so the key object never leaves this module).
 """
@@ -96,13 +95,16 @@ class DnsTransport(Transport):
         return f"{self.address}:{self.port}"
 
     def open(self) -> None:
+        self._load_key()
+        self._connect()
+
+    def _load_key(self) -> None:
         if self.tsig is not None and self.__key is None:
             try:
                 self.__key = dns.tsig.Key(self.tsig.name, self.tsig.secret.reveal(), ALGORITHMS[self.tsig.algorithm])
             except Exception:  # bad base64 etc.; never show the value
                 raise AuthenticationError(f"TSIG key {self.tsig.name!r}: the secret is not valid base64",
                                           target=self.target) from None
-        self._connect()
 
     def _connect(self) -> None:
         self._close_socket()
@@ -168,81 +170,44 @@ class DnsTransport(Transport):
                 raise UnreachableError(f"DNS server {self.where} closed the connection without answering",
                                        target=self.target) from None
 
-    def transfer(self, zone: str) -> tuple[int, list | None]:
-        """AXFR ``zone`` on this connection: (rcode, RRs). The RRs are None unless rcode is NOERROR.
+    def transfer(self, zone: str) -> "dns.zone.Zone":
+        """The whole zone by AXFR (RFC 5936), TSIG-signed when the host has a key.
 
-        One request. The query is signed like every other message and every answer
-        message's TSIG is verified in sequence (RFC 8945 §5.3.1). The RRs come back as
-        dnspython RRsets of one record each, in transfer order, names absolute, without
-        the opening and closing SOA. (Collecting them directly is about twice as fast as
-        building a ``dns.zone.Zone``: the listing only needs a scan.)
+        A transfer is a stream of messages, so it runs on its own TCP connection (one more
+        round trip, counted in ``requests``); pruning uses it to list a zone's sets. A refusal
+        raises :class:`TransferRefused` (the caller says how to allow it).
         """
-        if self._sock is None:
-            self.open()
+        import dns.query
+        import dns.xfr
+        import dns.zone
+
+        self._load_key()
+        origin = dns.name.from_text(zone)
+        query = self.sign(dns.message.make_query(origin, dns.rdatatype.AXFR))
+        z = dns.zone.Zone(origin, relativize=False)
         self.requests += 1
         try:
-            return self._transfer_once(zone)
-        except _ClosedEarly:
-            self.reconnects += 1  # the idle connection was closed (see exchange)
-            self._connect()
-            try:
-                return self._transfer_once(zone)
-            except _ClosedEarly:
-                raise UnreachableError(f"DNS server {self.where} closed the connection without answering "
-                                       f"the zone transfer of {zone}", target=self.target) from None
-
-    def _transfer_once(self, zone: str) -> tuple[int, list | None]:
-        assert self._sock is not None
-        origin = dns.name.from_text(zone)
-        query = self.sign(dns.message.make_query(origin, "AXFR"))
-        wire = query.to_wire()
-        self.messages += 1
-        deadline = time.monotonic() + self.timeout
-        try:
-            self._sock.settimeout(self.timeout)
-            self._sock.sendall(struct.pack("!H", len(wire)) + wire)
-        except (BrokenPipeError, ConnectionResetError):
-            raise _ClosedEarly() from None
-        except (socket.timeout, TimeoutError):
+            dns.query.inbound_xfr(self.address, z, query=query, port=self.port, timeout=self.timeout,
+                                  lifetime=self.timeout)
+        except dns.xfr.TransferError as exc:
+            raise TransferRefused(f"DNS server {self.where} answered {dns.rcode.to_text(exc.rcode)} to a zone "
+                                  f"transfer (AXFR) of {zone}", target=self.target) from None
+        except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime, dns.tsig.BadSignature,
+                dns.tsig.BadTime, dns.message.UnknownTSIGKey) as exc:
+            raise self._auth_error(exc) from None
+        except dns.exception.Timeout:
             raise self._timeout() from None
+        except ConnectionRefusedError:
+            raise UnreachableError(f"DNS server {self.where} refused the connection", target=self.target) from None
+        except (EOFError, ConnectionResetError):
+            raise TransferRefused(f"DNS server {self.where} closed the connection during a zone transfer (AXFR) "
+                                  f"of {zone}", target=self.target) from None
         except OSError as exc:
             raise UnreachableError(f"DNS server {self.where}: {exc.strerror or exc}", target=self.target) from None
-        records: list = []
-        tsig_ctx = None
-        first = True
-        while True:
-            try:
-                header = self._recv_exact(2, deadline)
-                if header is None and first:
-                    raise _ClosedEarly()
-                body = self._recv_exact(struct.unpack("!H", header)[0], deadline) if header else None
-            except ConnectionResetError:
-                if first:
-                    raise _ClosedEarly() from None
-                body = None
-            except (socket.timeout, TimeoutError):
-                raise self._timeout() from None
-            if body is None:
-                raise UnreachableError(f"DNS server {self.where} closed the connection in the middle of "
-                                       f"the zone transfer of {zone}", target=self.target)
-            answer = self._parse(body, query, xfr=dict(xfr=True, origin=None, tsig_ctx=tsig_ctx, multi=True,
-                                                       one_rr_per_rrset=True), first=first)
-            if first and answer.rcode() != dns.rcode.NOERROR:
-                return answer.rcode(), None
-            tsig_ctx = answer.tsig_ctx
-            rrs = answer.answer
-            if first:
-                # RFC 5936 §2.2: the transfer opens with the zone's SOA ...
-                if not rrs or rrs[0].rdtype != dns.rdatatype.SOA or rrs[0].name != origin:
-                    raise ProviderError(f"DNS server {self.where} sent a zone transfer of {zone} that does not "
-                                        f"start with its SOA", target=self.target)
-                rrs = rrs[1:]
-                first = False
-            for rr in rrs:
-                if rr.rdtype == dns.rdatatype.SOA and rr.name == origin:
-                    return dns.rcode.NOERROR, records  # ... and closes with it
-                records.append(rr)
-            deadline = time.monotonic() + self.timeout  # each message gets the timeout afresh
+        except dns.exception.DNSException as exc:
+            raise ProviderError(f"DNS server {self.where} sent a malformed zone transfer of {zone}: {exc}",
+                                target=self.target) from None
+        return z
 
     def _exchange_once(self, messages: Sequence[dns.message.Message]) -> list[dns.message.Message]:
         assert self._sock is not None
@@ -306,13 +271,10 @@ class DnsTransport(Transport):
             buf += chunk
         return bytes(buf)
 
-    def _parse(self, wire: bytes, query: dns.message.Message, xfr: dict | None = None,
-               first: bool = True) -> dns.message.Message:
-        """Decode and verify one answer; ``xfr`` holds dnspython's zone-transfer arguments."""
+    def _parse(self, wire: bytes, query: dns.message.Message) -> dns.message.Message:
         keyring = query.keyring if self.__key is not None else None  # None for an unsigned query
         try:
-            answer = dns.message.from_wire(wire, keyring=keyring, request_mac=query.mac if keyring else b"",
-                                           **(xfr or {}))
+            answer = dns.message.from_wire(wire, keyring=keyring, request_mac=query.mac if keyring else b"")
         except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime,
                 dns.tsig.PeerBadTruncation, dns.tsig.BadSignature, dns.tsig.BadTime,
                 dns.tsig.BadAlgorithm) as exc:
@@ -326,7 +288,7 @@ class DnsTransport(Transport):
             raise ProviderError(f"DNS server {self.where} sent a malformed answer: {exc}", target=self.target) from None
         except dns.exception.DNSException as exc:
             raise ProviderError(f"DNS server {self.where} sent a malformed answer: {exc}", target=self.target) from None
-        if not query.is_response(answer, xfr_continuation=not first):
+        if not query.is_response(answer):
             raise ProviderError(f"DNS server {self.where} answered a different question", target=self.target)
         if keyring is not None and answer.rcode() == dns.rcode.NOTAUTH and not answer.had_tsig:
             # BADKEY/BADSIG answers are unsigned: the server could not verify our key
@@ -346,6 +308,10 @@ class DnsTransport(Transport):
 
     def _timeout(self) -> TimeoutError_:
         return TimeoutError_(f"DNS server {self.where} did not answer within {self.timeout:g} s", target=self.target)
+
+
+class TransferRefused(ProviderError):
+    """The server would not transfer the zone (no ``allow-transfer`` for this key, typically)."""
 
 
 class _ClosedEarly(Exception):

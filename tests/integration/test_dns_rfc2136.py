@@ -6,7 +6,6 @@ read); CLI-level cases are at the end. Mocks only inject faults at the socket bo
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import socket
 from pathlib import Path
@@ -33,9 +32,9 @@ def host_for(server, **extra) -> Host:
     return Host("dns1", vars_)
 
 
-def res(zone, state="present", **spec) -> Resource:
+def res(zone, state="present", adopt=False, **spec) -> Resource:
     spec = {"zone": zone.zone, **spec}
-    return Resource(Ref("dns_record", "dns1", KIND.identity(spec)), KIND.normalize(spec), state=state)
+    return Resource(Ref("dns_record", "dns1", KIND.identity(spec)), KIND.normalize(spec), state=state, adopt=adopt)
 
 
 class Run:
@@ -137,20 +136,16 @@ def test_refuse_delete_unowned(dns_zone):
     assert dns_zone.dig("_vlmcs._tcp", "SRV") == []
 
 
-def test_unowned_set_is_refused_then_adopted_with_adopt_true(dns_zone):
+def test_adopt_unowned_on_update(dns_zone):
     assert dns_zone.update(lambda u: u.replace("_vlmcs._tcp", 300, "SRV", f"0 0 1688 kms1.{dns_zone.fqdn}")) == 0
     run = Run(host_for(dns_zone.server))
-    wanted = srv(dns_zone, {"target": "kms1"}, {"target": "kms2"})
-    # without adopt: refused, nothing sent, the set is untouched
-    [c] = run.plan([wanted])
-    assert c.refusal and "add adopt: true" in c.refusal and not c.pending
-    assert run.apply([wanted], [c])[1] == []
-    assert dns_zone.dig_values("_vlmcs._tcp", "SRV") == [f"300 0 0 1688 kms1.{dns_zone.fqdn}"]
-    assert dns_zone.dig("_kmsdeploy-srv._vlmcs._tcp", "TXT") == []
-    # with adopt: an update with reason "adopt" that writes the marker
-    changes = run.converge([dataclasses.replace(wanted, adopt=True)])
+    # without adopt: true the unowned set blocks the plan and nothing is sent
+    (blocked,) = run.plan([srv(dns_zone, {"target": "kms1"}, {"target": "kms2"})])
+    assert blocked.refusal and "adopt: true" in blocked.refusal
+    assert dns_zone.dig_values("_kmsdeploy-srv._vlmcs._tcp", "TXT") == []
+    changes = run.converge([srv(dns_zone, {"target": "kms1"}, {"target": "kms2"}, adopt=True)])
     c = changes[0]
-    assert c.action is Action.UPDATE and c.reason == "adopt" and c.properties == ("ownership", "records")
+    assert c.action is Action.UPDATE and c.properties == ("ownership", "records") and c.reason == "adopt"
     assert any(n.startswith("ADOPTING") for n in c.notes), c.notes
     assert dns_zone.dig_values("_kmsdeploy-srv._vlmcs._tcp", "TXT") == [
         '300 "heritage=kmsdeploy,owner=test-owner,type=SRV"']

@@ -4,7 +4,6 @@ Fixtures
 --------
 ``bind_server``  (session) one ``named`` per pytest-xdist worker on a free per-worker port,
                  serving ``lab.example`` plus a pool of empty zones ``tNN.kmsdeploy.test``.
-                 ``noxfr.kmsdeploy.test`` (NO_TRANSFER_ZONE) is served without a zone transfer.
 ``dns_zone``     (function) a fresh zone from the pool for one test (no test shares a zone,
                  so tests never see each other's records), with helpers: ``dig``, ``update``.
 
@@ -21,8 +20,7 @@ import pytest
 from kmsdeploy.lab.bind import BindServer
 
 POOL_SIZE = 64
-#: a zone the worker's BIND serves with ``allow-transfer { none; }`` (prune listing error path)
-NO_TRANSFER_ZONE = "noxfr.kmsdeploy.test"
+CLOSED_ZONE = "closed.kmsdeploy.test"
 _counter = itertools.count(1)
 
 
@@ -70,13 +68,20 @@ def bind_server(tmp_path_factory):
     zones = {"lab.example": ["kms1 300 IN A 127.0.0.11", "kms2 300 IN A 127.0.0.12"]}
     for i in range(1, POOL_SIZE + 1):
         zones[f"t{i:02d}.kmsdeploy.test"] = [f"kms1 300 IN A 127.0.{i}.11", f"kms2 300 IN A 127.0.{i}.12"]
-    zones[NO_TRANSFER_ZONE] = []
-    server = BindServer(workdir, zones=zones, no_transfer_zones=[NO_TRANSFER_ZONE])
+    # a zone configured without allow-transfer: pruning there must be a clear error
+    zones[CLOSED_ZONE] = ["kms1 300 IN A 127.0.0.11"]
+    server = BindServer(workdir, zones=zones, no_transfer_zones=[CLOSED_ZONE])
     server.start()  # raises BindStartError with the log tail: never a skip
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def closed_zone(bind_server) -> DnsZone:
+    """The worker's zone that refuses zone transfers (allow-transfer { none; })."""
+    return DnsZone(bind_server, CLOSED_ZONE)
 
 
 @pytest.fixture

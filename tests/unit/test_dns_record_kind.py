@@ -1,6 +1,7 @@
 """dns_record kind: normalize/check/diff from data files (tests/data/dns_record/*.yml)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,9 +22,8 @@ DIFF_CASES = yaml.safe_load((DATA / "diff_cases.yml").read_text())
 CHECK_CASES = yaml.safe_load((DATA / "check_cases.yml").read_text())
 
 
-def resource(spec: dict, state: str = "present", adopt: bool = False) -> Resource:
-    return Resource(ref=Ref("dns_record", "dns1", KIND.identity(spec)), desired=KIND.normalize(spec), state=state,
-                    adopt=adopt)
+def resource(spec: dict, state: str = "present") -> Resource:
+    return Resource(ref=Ref("dns_record", "dns1", KIND.identity(spec)), desired=KIND.normalize(spec), state=state)
 
 
 def test_registered():
@@ -34,12 +34,14 @@ def test_registered():
 def test_diff_cases(case):
     spec = case["desired"]
     assert KIND.check({**spec, "state": case.get("state", "present")}) == []
-    r = resource(spec, case.get("state", "present"), adopt=case.get("adopt", False))
+    r = resource(spec, case.get("state", "present"))
+    if case.get("adopt"):
+        r = dataclasses.replace(r, adopt=True)
     change = KIND.diff(r, case["observed"])
     exp = case["expected"]
-    assert change.action is Action(exp["action"])
     if "reason" in exp:
         assert change.reason == exp["reason"]
+    assert change.action is Action(exp["action"])
     if "properties" in exp:
         assert list(change.properties) == exp["properties"]
     if "after" in exp:

@@ -39,3 +39,21 @@ def test_limit_is_the_smallest_and_counts_prunes_only():
     assert "prune 3 object(s)" in over_limit(prunes + other, 2)
     assert over_limit(prunes, None) is None
     assert [r.ref.name for r in prune_resources_from_plan(prunes + other)] == ["0", "1", "2"]
+
+
+def test_a_pruning_play_prunes_only_in_its_own_zones():
+    """Play p prunes zone a.example; play q (upsert only) manages b.example on the same server."""
+    from kmsdeploy.planner.prune import prune_areas
+
+    plays = [Play("p", "all", file="pb.yml", prune=True), Play("q", "all", file="pb.yml")]
+
+    def rec(name, zone, play):
+        return Resource(Ref("dns_record", "dns1", f"{name}.{zone}./SRV"), {"zone": f"{zone}.", "name": name},
+                        location=Location("pb.yml", 1, 1), play=play)
+    declared = [rec("x", "a.example", "p"), rec("y", "b.example", "q")]
+    found = {Ref("dns_record", "dns1", "old.a.example./SRV"): {"zone": "a.example.", "_owned": True},
+             Ref("dns_record", "dns1", "old.b.example./SRV"): {"zone": "b.example.", "_owned": True}}
+    areas = prune_areas(declared, plays)
+    assert areas == {("dns1", "dns_record"): frozenset({"a.example."})}
+    out = prune_resources(declared, found, prune_scopes(declared, plays), areas)
+    assert [r.ref.name for r in out] == ["old.a.example./SRV"]
