@@ -312,7 +312,8 @@ class DnsRecord(Kind):
             return Change(action=Action.UPDATE, before=observed, after=desired, properties=props, refusal=(
                 f"{label} is {_owner_words(owned)}; refusing to take it over. "
                 f"Use the same owner id or add force: true"), **base)
-        if owned is not True and not (resource.adopt or force):
+        # an unowned set needs adopt: true; force is for other owners' sets and does not adopt
+        if owned is False and not resource.adopt:
             return Change(action=Action.UPDATE, before=observed, after=desired, properties=props, refusal=(
                 f"{label} exists and is {_owner_words(owned)}; kmsdeploy changes only what it owns. "
                 f"Add adopt: true to this resource to take it over (the plan then shows '~ adopt' and "
