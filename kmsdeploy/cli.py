@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--owner-id", default=os.environ.get("KMSDEPLOY_OWNER_ID", "default"),
                         help="ownership marker value written on created objects (default: $KMSDEPLOY_OWNER_ID or 'default')")
         sp.add_argument("--retries", type=non_negative_int, default=2, help="retries on transient transport errors (default 2)")
+        sp.add_argument("--prune-limit", type=non_negative_int, default=None,
+                        help="refuse (exit 1, nothing changed) a plan pruning more than N objects no longer declared")
 
     sp = sub.add_parser("validate", help="check playbooks (and inventory) without connecting anywhere")
     common(sp)
@@ -152,7 +154,8 @@ def run_context(args):
 
     return RunContext(timeouts=Timeouts(), owner_id=getattr(args, "owner_id", "default"),
                       base_dir=inventory_base_dir(getattr(args, "inventory", None)),
-                      retries=getattr(args, "retries", 2), backup_dir=getattr(args, "backup_dir", None))
+                      retries=getattr(args, "retries", 2), backup_dir=getattr(args, "backup_dir", None),
+                      prune_limit=getattr(args, "prune_limit", None))
 
 
 def load(playbooks: Sequence[str], inventory: Sequence[str] | str | None, *, resolve_secrets: bool,

@@ -20,6 +20,7 @@ from .model import Change, Host, Plan, Ref, Resource, Specs
 from .journal import Journal
 from .planner import now_iso
 from .planner.order import order_changes, target_stages
+from .planner.prune import prune_resources_from_plan
 from .providers.base import RunContext
 from .rollout import RolloutSettings, Wave, over_budget
 
@@ -166,7 +167,8 @@ def execute(specs: Specs, plan: Plan, ctx: RunContext, *,
         targets = list(dict.fromkeys([c.ref.target for c in pending] + list(result.outcomes)))
         schedule = [(Wave(0, tuple(targets)), RolloutSettings())]
     resources: dict[str, list[Resource]] = {}
-    for r in specs.resources:
+    # the plan's prune deletes have no declared resource; re-create them to re-read and re-diff
+    for r in list(specs.resources) + prune_resources_from_plan(plan.changes):
         resources.setdefault(r.ref.target, []).append(r)
     failed_refs: set[Ref] = set()
     work_targets = {c.ref.target for c in pending}

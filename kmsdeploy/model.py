@@ -125,6 +125,7 @@ class Resource:
     location: Location | None = None
     play: str = ""
     site: str | None = None
+    adopt: bool = False  # ``adopt: true``: take ownership of an existing unowned object (docs/pruning.md)
 
 
 class Action(str, enum.Enum):
@@ -155,6 +156,7 @@ class Change:
     location: Location | None = None
     depends_on: tuple[Ref, ...] = ()
     site: str | None = None
+    reason: str | None = None  # why the change exists when no resource asks for it ("no longer declared")
 
     @property
     def pending(self) -> bool:
@@ -248,6 +250,9 @@ class Play:
     location: Location | None = None
     rollout: Mapping[str, Any] = field(default_factory=dict)
     file: str = ""
+    #: ``prune:`` of the play: False, True (every kind) or the kinds it prunes (docs/pruning.md)
+    prune: bool | tuple[str, ...] = False
+    max_prune: int | None = None  # refuse a plan pruning more than this many objects
 
 
 @dataclass(frozen=True)

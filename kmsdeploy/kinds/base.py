@@ -55,6 +55,11 @@ class Kind:
             return Change(action=Action.CREATE, after=desired, properties=tuple(sorted(self.compared(desired))), **base)
         return self.diff_existing(resource, observed)
 
+    def prune_area(self, state: Mapping[str, Any]) -> str | None:
+        """Where an object of this kind lives for pruning (a DNS zone, say): a pruning play
+        prunes only in the areas of its own resources. None: the whole target (the default)."""
+        return None
+
     def diff_existing(self, resource: Resource, observed: Mapping[str, Any]) -> Change:
         """A present object that exists: compare property by property."""
         desired = dict(resource.desired)

@@ -39,7 +39,7 @@ from .ad_acl import (
     normalize_guid,
     rights_to_mask,
 )
-from .ad_names import DnError, normalize_dn, parse_principal
+from .ad_names import DnError, dn_key, normalize_dn, parent_dn, parse_principal
 from .base import Kind, change_fields
 
 DEFAULT_INHERITANCE = "this_and_descendants"
@@ -166,6 +166,12 @@ class DkmContainer(Kind):
             return Change(action=Action.UPDATE, before=self._public(observed), after=self._public(desired),
                           refusal=f"{desired['dn']} is managed by another kmsdeploy owner ({owner!r}); "
                                   "not changing it", **base)
+        adopting = not observed.get("_owned")
+        if adopting and not resource.adopt:
+            return Change(action=Action.UPDATE, before=self._public(observed), after=self._public(desired),
+                          refusal=f"{desired['dn']} exists without a kmsdeploy ownership marker; kmsdeploy changes "
+                                  "only what it owns. Add adopt: true to this resource to take it over (the plan "
+                                  "then shows '~ adopt' and applying writes the marker)", **base)
         principals = observed.get("_principals") or {}
         resolved, refusal = self._resolve(desired["aces"], principals)
         if refusal:
@@ -175,7 +181,16 @@ class DkmContainer(Kind):
         if not props:
             return Change(action=Action.NOOP, before=self._public(observed), after=after, **base)
         return Change(action=Action.UPDATE, before=self._public(observed), after=after,
-                      properties=tuple(sorted(props)), notes=tuple(notes), **base)
+                      properties=tuple(sorted(props)), notes=tuple(notes),
+                      reason="adopt" if adopting else None, **base)
+
+    def prune_area(self, state: Mapping[str, Any]) -> str | None:
+        """Pruning plays prune only under the parents of their own containers."""
+        try:
+            parent = parent_dn(str(state.get("dn") or ""))
+        except DnError:
+            return None
+        return dn_key(parent) if parent else None
 
     @staticmethod
     def _public(state: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,9 @@ A/AAAA sets carry ``addresses`` (sorted, canonical text), CNAME ``target`` and T
 ``texts`` (sorted). Observed states add bookkeeping keys the generic diff ignores:
 ``_owned`` (True, False or ``"other:<owner_id>"``) and ``_marker`` (the texts of the
 ownership TXT set, kept so the provider can make them an update prerequisite).
-Ownership rules (docs/dns.md): deleting needs ownership or ``force``; updating an
-unowned set adopts it (loud note); a set owned by another kmsdeploy owner is refused
+Ownership rules (docs/dns.md): deleting needs ownership or ``force``; an unowned set
+blocks the plan unless the resource says ``adopt: true`` (then the plan shows ``~ adopt``
+and applying writes the marker); a set owned by another kmsdeploy owner is refused
 unless ``force``.
 """
 from __future__ import annotations
@@ -268,6 +269,11 @@ class DnsRecord(Kind):
                                       f"({', '.join(sorted(types - {'CNAME'}))})"))
         return out
 
+    def prune_area(self, state: Mapping[str, Any]) -> str | None:
+        """Pruning plays prune only in the zones of their own records."""
+        zone = state.get("zone")
+        return str(zone).lower() if zone else None
+
     # -- diff -------------------------------------------------------------
     def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:
         """Generic property diff plus the ownership rules (module docstring, docs/dns.md)."""
@@ -306,13 +312,19 @@ class DnsRecord(Kind):
             return Change(action=Action.UPDATE, before=observed, after=desired, properties=props, refusal=(
                 f"{label} is {_owner_words(owned)}; refusing to take it over. "
                 f"Use the same owner id or add force: true"), **base)
-        # Unowned (or foreign with force): adopt. Show the ownership switch as a property.
+        # an unowned set needs adopt: true; force is for other owners' sets and does not adopt
+        if owned is False and not resource.adopt:
+            return Change(action=Action.UPDATE, before=observed, after=desired, properties=props, refusal=(
+                f"{label} exists and is {_owner_words(owned)}; kmsdeploy changes only what it owns. "
+                f"Add adopt: true to this resource to take it over (the plan then shows '~ adopt' and "
+                f"applying writes the ownership marker)"), **base)
+        # Unowned with adopt: true (or foreign with force): adopt. The ownership switch is a property.
         before = dict(observed, ownership=_owner_value(owned))
         after = dict(desired, ownership="kmsdeploy (this owner)")
         note = (f"ADOPTING {label}: the record set exists but is {_owner_words(owned)}; applying writes "
                 f"the ownership marker {marker_name(desired['name'], desired['type'])} TXT and later "
                 f"runs may change or delete it")
-        return Change(action=Action.UPDATE, before=before, after=after,
+        return Change(action=Action.UPDATE, before=before, after=after, reason="adopt",
                       properties=tuple(sorted(props + ("ownership",))), notes=details + (note,), **base)
 
 

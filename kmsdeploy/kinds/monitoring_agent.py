@@ -15,6 +15,17 @@ Desired and observed states share one shape::
 The agent's primary and failover servers are read and set on the management-group side
 (reference E.3). When the target cannot read them (no OperationsManager module) the
 provider reports ``failover_servers: None`` and the diff compares the rest and says so.
+
+Ownership is per management group (docs/windows.md "Which management groups kmsdeploy
+owns"): the observed state carries ``_group_owners`` (group name lower case -> ``True``
+ours, ``False`` no marker, ``"other:<id>"`` another owner id). Only DECLARED groups are
+compared; a group on the agent that no resource declares is left alone by this diff and
+removed only by pruning (``prune: true``) when it is ours. A pruned group is its own
+object, identity ``<agent>/<group>`` (:func:`entry_identity`; agent names cannot hold a
+``/``), whose state is an agent state holding just that group plus ``_owned``. A declared
+group without our marker needs ``adopt: true`` (``~ adopt``, the apply writes the marker);
+another owner's group is refused. ``state: absent`` (uninstall) is refused while the agent
+reports to a group that is not ours.
 """
 from __future__ import annotations
 
@@ -28,6 +39,33 @@ DEFAULT_PORT = 5723  # E.1, E.4
 LOCAL_SYSTEM = "LocalSystem"
 #: spellings an agent may report for Local System (UNCONFIRMED which one SCOM uses, E.2)
 LOCAL_SYSTEM_ALIASES = {"", "localsystem", "local system", "system", "nt authority\\system"}
+
+
+#: separates the agent identity from the management group in a pruned group's identity
+ENTRY_SEP = "/"
+
+
+def entry_identity(agent: str, group: str) -> str:
+    """Identity of one management group of an agent, as pruning lists it: ``scom/MG2``."""
+    return f"{agent}{ENTRY_SEP}{group}"
+
+
+def entry_group(identity: str) -> str | None:
+    """The management group a group-entry identity names (None for a whole agent)."""
+    return identity.split(ENTRY_SEP, 1)[1] if ENTRY_SEP in identity else None
+
+
+def group_ownership(owner: Any, owner_id: str) -> bool | str:
+    """A group's marker value -> ``True`` (ours), ``False`` (none) or ``"other:<id>"``."""
+    if not owner or not isinstance(owner, str):
+        return False
+    return True if owner == owner_id else f"other:{owner}"
+
+
+def _owner_words(owned: Any) -> str:
+    if isinstance(owned, str) and owned.startswith("other:"):
+        return f"owned by another kmsdeploy owner ({owned[6:]!r})"
+    return "without kmsdeploy's ownership marker"
 
 
 def canonical_account(text: str | None) -> str:
@@ -94,6 +132,24 @@ class MonitoringAgent(Kind):
                                       f"{primary} cannot also be a failover server (E.3)"))
         return out
 
+    def diff(self, resource: Resource, observed: Mapping[str, Any] | None) -> Change:
+        """Generic create/delete/update plus the per-group ownership rules (module docstring)."""
+        base = change_fields(resource)
+        if resource.state == "absent" and observed is not None:
+            group = entry_group(resource.ref.name)
+            if group is not None:  # a pruned management group
+                if observed.get("_owned") is True:
+                    return Change(action=Action.DELETE, before=observed, **base)
+                return Change(action=Action.DELETE, before=observed, refusal=(
+                    f"management group {group} is {_owner_words(observed.get('_owned'))}; it is not removed"), **base)
+            foreign = sorted(n for n, o in (observed.get("_group_owners") or {}).items() if o is not True)
+            if foreign:
+                return Change(action=Action.DELETE, before=observed, refusal=(
+                    f"the agent also reports to management groups kmsdeploy does not own ({', '.join(foreign)}); "
+                    "uninstalling would remove them. Remove them by hand first, or take them over "
+                    "(declare them with adopt: true) before uninstalling"), **base)
+        return super().diff(resource, observed)
+
     def diff_existing(self, resource: Resource, observed: Mapping[str, Any]) -> Change:
         desired = dict(resource.desired)
         base = change_fields(resource)
@@ -102,7 +158,8 @@ class MonitoringAgent(Kind):
             props.append("action_account")
         have = {g["name"].lower(): g for g in observed.get("management_groups") or []}
         want = {g["name"].lower(): g for g in desired["management_groups"]}
-        groups_differ = set(have) != set(want)
+        # only declared groups: an undeclared one is left alone (pruning removes it when ours)
+        groups_differ = bool(set(want) - set(have))
         unreadable = observed.get("_parents_errors") or {}
         for name, w in want.items():
             h = have.get(name)
@@ -122,6 +179,24 @@ class MonitoringAgent(Kind):
                 groups_differ = True
         if groups_differ:
             props.append("management_groups")
+        owners = observed.get("_group_owners") or {}
+        # a missing entry means the reader knows no markers (older data): treated as ours
+        unowned = sorted(w["name"] for n, w in want.items() if n in have and owners.get(n, True) is False)
+        foreign = sorted((w["name"], owners[n]) for n, w in want.items()
+                         if n in have and isinstance(owners.get(n), str))
+        if foreign:
+            return Change(action=Action.UPDATE, before=observed, after=desired, properties=tuple(sorted(props)), refusal=(
+                "; ".join(f"management group {n} is {_owner_words(o)}" for n, o in foreign)
+                + "; refusing to take it over. Use the same owner id"), **base)
+        if unowned and not resource.adopt:
+            return Change(action=Action.UPDATE, before=observed, after=desired, properties=tuple(sorted(props)), refusal=(
+                f"management group(s) {', '.join(unowned)} exist on the agent {_owner_words(False)}; "
+                "add adopt: true to this resource to take them over (the apply writes the marker)"), **base)
+        if unowned:
+            before = dict(observed, ownership=f"none: {', '.join(unowned)}")
+            after = dict(desired, ownership="kmsdeploy (this owner)")
+            return Change(action=Action.UPDATE, before=before, after=after,
+                          properties=tuple(sorted(props + ["ownership"])), notes=tuple(notes), reason="adopt", **base)
         if not props:
             return Change(action=Action.NOOP, before=observed, after=desired, notes=tuple(notes), **base)
         return Change(action=Action.UPDATE, before=observed, after=desired, properties=tuple(sorted(props)),

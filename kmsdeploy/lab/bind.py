@@ -74,7 +74,7 @@ class BindServer:
     def __init__(self, workdir: str | os.PathLike, address: str = "127.0.0.1", port: int | None = None,
                  zones: Mapping[str, Sequence[str]] | None = None, key_name: str = "kmsdeploy-key",
                  algorithm: str = "hmac-sha256", named: str | None = None, ttl: int = 300,
-                 open_zones: Sequence[str] = ()):
+                 open_zones: Sequence[str] = (), no_transfer_zones: Sequence[str] = ()):
         self.workdir = Path(workdir).absolute()
         self.address = address
         self._requested_port = port
@@ -89,6 +89,9 @@ class BindServer:
         #: zones that ALSO take unsigned updates from 127.0.0.0/8 (``allow-update`` instead of
         #: ``update-policy``): what a zone open to KMS hosts' own publishing looks like
         self.open_zones = {_zone_ok(z) for z in open_zones}
+        #: zones that refuse zone transfers; every other zone allows AXFR signed with the key
+        #: (``allow-transfer { key ...; }``), which pruning needs (docs/dns.md "Pruning")
+        self.no_transfer_zones = {_zone_ok(z) for z in no_transfer_zones}
         self.proc: subprocess.Popen | None = None
 
     # -- paths ----------------------------------------------------------
@@ -141,6 +144,8 @@ class BindServer:
             self.write_zone(zone, records)
         zones = "".join(
             f'zone "{z}" {{ type primary; file "db.{z}"; '
+            + ('allow-transfer { none; }; ' if z in self.no_transfer_zones else
+               f'allow-transfer {{ key {self.key_name}; }}; ')
             + (f'allow-update {{ key {self.key_name}; 127.0.0.0/8; }}; }};\n' if z in self.open_zones else
                f'update-policy {{ grant {self.key_name} zonesub ANY; }}; }};\n') for z in self.zones)
         self.conf_file.write_text(

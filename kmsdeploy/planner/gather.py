@@ -21,6 +21,8 @@ class Observations:
     errors: dict[str, TargetError] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)  # target -> round trips
     seconds: dict[str, float] = field(default_factory=dict)
+    #: owned objects providers listed for pruning (declared ones included; see planner.prune)
+    found: dict[Ref, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def by_target(resources: Sequence[Resource]) -> dict[str, list[Resource]]:
@@ -43,29 +45,34 @@ def with_retries(fn: Callable[[], Any], retries: int, backoff: float = 0.5) -> t
             time.sleep(backoff * (2 ** (attempt - 1)))
 
 
-def read_target(host: Host, resources: Sequence[Resource], ctx: RunContext):
+def read_target(host: Host, resources: Sequence[Resource], ctx: RunContext,
+                prune_kinds: frozenset[str] = frozenset()):
     """Open the target's transport once and read all its resources in one batched call."""
     provider = providers.get(host.connection)
+    prune_kinds = prune_kinds & provider.prunable_kinds
 
     def once():
         transport = provider.transport(host, ctx)
         with transport:
-            observed = provider.read(transport, host, resources, ctx)
+            observed = (provider.read(transport, host, resources, ctx, prune_kinds=prune_kinds) if prune_kinds
+                        else provider.read(transport, host, resources, ctx))
         return observed, transport.requests
 
     return with_retries(once, ctx.retries)
 
 
 def gather(hosts: Mapping[str, Host], resources: Sequence[Resource], ctx: RunContext,
-           forks: int = 25) -> Observations:
+           forks: int = 25, prune: Mapping[str, frozenset[str]] | None = None) -> Observations:
+    """Read every target; ``prune`` (target -> kinds) asks providers to list owned objects too."""
     obs = Observations()
+    prune = prune or {}
     groups = by_target(resources)
 
     def work(target: str):
         start = time.monotonic()
         host = hosts[target]
         try:
-            (observed, requests), _ = read_target(host, groups[target], ctx)
+            (observed, requests), _ = read_target(host, groups[target], ctx, prune.get(target, frozenset()))
             return target, observed, requests, None, time.monotonic() - start
         except KeyError:
             err = TargetError(target, f"no provider for connection type {host.connection!r}")
@@ -84,4 +91,7 @@ def gather(hosts: Mapping[str, Host], resources: Sequence[Resource], ctx: RunCon
             obs.requests[target] = requests
             for r in groups[target]:
                 obs.observed[r.ref] = observed.get(r.ref)
+            declared = {r.ref for r in groups[target]}
+            obs.found.update((ref, v) for ref, v in observed.items()
+                             if v is not None and (ref not in declared or ref.kind in prune.get(target, ())))
     return obs

@@ -24,6 +24,7 @@ class RunContext:
     base_dir: str = "."  # where relative paths in host vars are resolved
     retries: int = 2  # bounded retries on transient transport errors
     backup_dir: str | None = None  # where providers that support it save prior state (e.g. SDDL)
+    prune_limit: int | None = None  # --prune-limit: refuse plans pruning more objects (docs/pruning.md)
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,17 @@ class Provider:
         """An unopened transport for ``host`` (the caller uses it as a context manager)."""
         raise NotImplementedError
 
+    #: kinds whose owned objects ``read`` can list for pruning (docs/pruning.md)
+    prunable_kinds: frozenset[str] = frozenset()
+
     def read(self, transport: Transport, host: Host, resources: Sequence[Resource],
-             ctx: RunContext) -> dict[Ref, Mapping[str, Any] | None]:
-        """Observed state of every resource (None = absent), in one batched round trip."""
+             ctx: RunContext, prune_kinds: frozenset[str] = frozenset()) -> dict[Ref, Mapping[str, Any] | None]:
+        """Observed state of every resource (None = absent), in one batched round trip.
+
+        With ``prune_kinds`` the result also holds, under their own refs, the objects of
+        those kinds that carry this owner id's marker in the scope of ``resources`` (their
+        zones, table, parents), declared or not; the planner prunes the undeclared ones.
+        """
         raise NotImplementedError
 
     def apply(self, transport: Transport, host: Host, changes: Sequence[Change],

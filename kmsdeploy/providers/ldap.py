@@ -83,6 +83,7 @@ def _bool(v: Any) -> bool:
 class LdapProvider(Provider):
     connection = "ldap"
     kinds = frozenset({"dkm_container"})
+    prunable_kinds = frozenset({"dkm_container"})
 
     # --- transport ---------------------------------------------------------------------------
 
@@ -224,10 +225,40 @@ class LdapProvider(Provider):
                             found[k] = entries[0]
         return found
 
+    def list_owned(self, t: LdapTransport, parents: Sequence[str], owner_id: str) -> dict[str, dict[str, Any]]:
+        """Containers directly under ``parents`` that carry THIS owner id's marker (pruning).
+
+        One one-level search per parent, on the session of the read, for the exact marker
+        value (escaped, RFC 4515); the marker is re-checked on every entry, case-sensitively.
+        Returns dn_key -> observed state (with ``_children``, which the delete path needs).
+        """
+        flt = f"(&(objectClass=container)({MARKER_ATTR}={escape_filter_value(marker_value(owner_id))}))"
+        out: dict[str, dict[str, Any]] = {}
+        for parent in parents:
+            for e in t.search(parent, flt, "LEVEL", list(READ_ATTRS), sd_flags=SD_FLAGS_DACL):
+                dn = e.get("dn") or ""
+                try:
+                    obs = observed_container(e, dn, owner_id)
+                except DnError:
+                    continue
+                if obs["_owned"] is True:
+                    obs["_children"] = self._count_children(t, obs["dn"])
+                    out[dn_key(obs["dn"])] = obs
+        return out
+
     def read(self, transport: LdapTransport, host: Host, resources: Sequence[Resource],
-             ctx: RunContext) -> dict[Ref, Mapping[str, Any] | None]:
-        """Observed state of every dkm_container on this DC (see the module docstring)."""
+             ctx: RunContext, prune_kinds: frozenset[str] = frozenset()) -> dict[Ref, Mapping[str, Any] | None]:
+        """Observed state of every dkm_container on this DC (see the module docstring); with
+        ``dkm_container`` in ``prune_kinds`` also our containers under the declared parents."""
         t = transport
+        owned: dict[Ref, Mapping[str, Any] | None] = {}
+        if "dkm_container" in prune_kinds:
+            parents = list(dict.fromkeys(p for p in (parent_dn(r.desired["dn"]) for r in resources) if p))
+            # a declared container is reported under its declared ref below; DNs compare
+            # case-insensitively (dn_key), so a differently spelled declaration still matches
+            declared_keys = {dn_key(r.desired["dn"]) for r in resources}
+            owned = {Ref("dkm_container", host.name, obs["dn"]): obs
+                     for key, obs in self.list_owned(t, parents, ctx.owner_id).items() if key not in declared_keys}
         present = [r for r in resources if r.state != "absent"]
         texts = [a["principal"] for r in present for a in r.desired.get("aces") or []]
         names = self.resolve_principals(t, texts, host.name) if texts else {}
@@ -262,7 +293,7 @@ class LdapProvider(Provider):
             if missing_parents:
                 raise ProviderError("parent container missing (create it first or fix dn): "
                                     + "; ".join(missing_parents), target=host.name)
-        return out
+        return {**owned, **out}
 
     # --- apply ---------------------------------------------------------------------------------
 

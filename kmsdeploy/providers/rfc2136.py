@@ -10,7 +10,10 @@ Host vars of a target (``ansible_connection: rfc2136``):
 ``kmsdeploy_dns_timeout``   seconds for connecting and for each exchange (default: run timeouts)
 
 read: every query of the target (zone SOAs, each set, each ownership marker) goes out
-pipelined on the one TCP connection — one round trip per target.
+pipelined on the one TCP connection — one round trip per target. When a play prunes
+``dns_record`` (docs/pruning.md), each zone of the target's declared sets is also read by
+a TSIG-signed zone transfer (AXFR), one per zone, to find the sets whose ownership marker
+names this owner id; the server must allow it (``allow-transfer { key <name>; };``).
 apply: one UPDATE message per zone, all zones pipelined in one round trip. Each message
 carries prerequisites for exactly what was read (RFC 2136 §2.4), so a concurrent change
 makes the server reject the whole zone's message instead of being overwritten.
@@ -38,9 +41,9 @@ import dns.rdtypes.IN.SRV
 import dns.update
 
 from ..errors import ConflictError, ProviderError, SecretError
-from ..kinds.dns_record import marker_name, marker_text, ownership, srv_sort_key
+from ..kinds.dns_record import MARKER_PREFIX, VALUE_KEY, marker_name, marker_text, ownership, srv_sort_key
 from ..model import Action, Change, Host, Ref, Resource, Secret, SecretRef
-from ..transports.dns import ALGORITHMS, DnsTransport, TsigKey, parse_key_file
+from ..transports.dns import ALGORITHMS, DnsTransport, TransferRefused, TsigKey, parse_key_file
 from .base import ApplyResult, Provider, RunContext
 
 OWNER_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -256,6 +259,43 @@ def observed_state(desired: Mapping[str, Any], set_answer: dns.message.Message,
     return out
 
 
+def owned_sets(zone, zone_name: str, owner_id: str) -> dict[str, dict[str, Any]]:
+    """identity -> observed state of every set in a transferred zone whose marker names ``owner_id``.
+
+    ``zone`` is a dnspython Zone (absolute names). A marker ``_kmsdeploy-<type>.<name>``
+    TXT stands for the set (name, TYPE); a marker whose set is gone is no object. Markers
+    themselves are never listed (they go with their set), nor sets of other types.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for name, rdataset in zone.iterate_rdatasets(dns.rdatatype.TXT):
+        first = name.labels[0].decode("ascii", "replace").lower() if name.labels else ""
+        rtype = first[len(MARKER_PREFIX):].upper() if first.startswith(MARKER_PREFIX) else ""
+        if rtype not in VALUE_KEY:
+            continue
+        texts = [txt_text(rd) for rd in rdataset]
+        if ownership(texts, rtype, owner_id) is not True:
+            continue
+        owner_name = name.parent()
+        data = zone.get_rdataset(owner_name, dns.rdatatype.from_text(rtype))
+        if data is None or len(data) == 0:
+            continue
+        fqdn = owner_name.to_text().lower()
+        state: dict[str, Any] = {"zone": zone_name, "name": fqdn, "type": rtype, "ttl": data.ttl}
+        state.update(values_from_rrset(data, rtype))
+        state["_owned"] = True
+        state["_marker"] = texts
+        out[f"{fqdn}/{rtype}"] = state
+    return out
+
+
+def transfer_refused_message(err: TransferRefused, zone: str, key: str | None) -> str:
+    """What to tell the user when a zone transfer for pruning is refused."""
+    allow = f'allow-transfer {{ key "{key}"; }};' if key else "allow-transfer { <this machine>; };"
+    return (f"{err}: pruning lists a zone's record sets by zone transfer; allow it for kmsdeploy's "
+            f"key in the zone's configuration (BIND: {allow} in zone \"{zone.rstrip('.')}\"), "
+            f"or do not prune dns_record on this server")
+
+
 # --------------------------------------------------------------------------- apply (pure parts)
 def _state_of(change: Change) -> Mapping[str, Any]:
     return change.after if change.after is not None else change.before  # type: ignore[return-value]
@@ -321,6 +361,7 @@ class Rfc2136Provider(Provider):
 
     connection = "rfc2136"
     kinds = frozenset({"dns_record"})
+    prunable_kinds = frozenset({"dns_record"})
 
     def transport(self, host: Host, ctx: RunContext) -> DnsTransport:
         tsig = tsig_from_vars(host.vars.get("kmsdeploy_tsig"), ctx.base_dir, host.name)
@@ -342,17 +383,28 @@ class Rfc2136Provider(Provider):
         return ctx.owner_id
 
     def read(self, transport: DnsTransport, host: Host, resources: Sequence[Resource],
-             ctx: RunContext) -> dict[Ref, Mapping[str, Any] | None]:
+             ctx: RunContext, prune_kinds: frozenset[str] = frozenset()) -> dict[Ref, Mapping[str, Any] | None]:
         owner = self._owner(ctx, host)
         resources = [r for r in resources if r.ref.kind == "dns_record"]
         if not resources:
             return {}
+        found: dict[Ref, Mapping[str, Any] | None] = {}
+        if "dns_record" in prune_kinds:
+            # our sets in the zones this target's records live in (declared ones included)
+            key = transport.tsig.name if transport.tsig else None
+            for zone in sorted({r.desired["zone"] for r in resources}):
+                try:
+                    z = transport.transfer(zone)
+                except TransferRefused as err:
+                    raise ProviderError(transfer_refused_message(err, zone, key), target=host.name) from None
+                for identity, state in owned_sets(z, zone, owner).items():
+                    found[Ref("dns_record", host.name, identity)] = state
         msgs, index = make_queries(resources)
         answers = transport.exchange(msgs)  # the one round trip
         for key, i in index.items():
             if isinstance(key, str) and key.startswith("soa:"):
                 check_zone_answer(key[4:], answers[i], transport.where, host.name)
-        out: dict[Ref, Mapping[str, Any] | None] = {}
+        out: dict[Ref, Mapping[str, Any] | None] = found
         for r in resources:
             out[r.ref] = observed_state(r.desired, answers[index[(r.ref, "set")]],
                                         answers[index[(r.ref, "marker")]], owner, transport.where, host.name)

@@ -11,7 +11,7 @@ from typing import Any
 from .. import __version__
 from ..model import Action, Change, Plan, Ref, TargetError, to_jsonable
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: optional "reason" (pruning, adoption)
 DOCUMENT_KIND = "kmsdeploy-plan"
 
 
@@ -30,6 +30,8 @@ def change_dict(c: Change) -> dict[str, Any]:
         d["site"] = c.site
     if c.notes:
         d["notes"] = list(c.notes)
+    if c.reason:
+        d["reason"] = c.reason
     if c.refusal:
         d["refusal"] = c.refusal
     if c.depends_on:
@@ -95,6 +97,7 @@ def plan_from_document(doc: dict[str, Any]) -> Plan:
             location=loc(c.get("location")),
             depends_on=tuple(Ref.parse(a) for a in c.get("depends_on", ())),
             site=c.get("site"),
+            reason=c.get("reason"),
         )
         for c in doc["changes"]
     )

@@ -27,8 +27,11 @@ def render(doc: dict[str, Any], *, limit: int = GITHUB_COMMENT_LIMIT) -> str:
         head.append("")
     if pending:
         head += ["| action | resource | target | changed |", "|---|---|---|---|"]
-        rows = [f"| `{SYMBOL[c['action']]}` {c['action']} | `{cell(c['kind'])}[{cell(c['name'])}]` | `{cell(c['target'])}` "
-                f"| {cell(', '.join(c['properties']))} |" for c in pending]
+        rows = [f"| `{SYMBOL[c['action']]}` {'adopt' if c.get('reason') == 'adopt' else c['action']} "
+                f"| `{cell(c['kind'])}[{cell(c['name'])}]` | `{cell(c['target'])}` "
+                f"| {cell(', '.join(c['properties']) or c.get('reason', ''))}"
+                f"{' (' + cell(c['reason']) + ')' if c.get('reason') not in (None, 'adopt') and c['properties'] else ''} |"
+                for c in pending]
     else:
         rows = []
         head.append("No changes. The targets match the specs.")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .values import SYMBOL, property_lines, summary_line, title
+from .values import SYMBOL, headline, property_lines, summary_line, title
 
 
 def render(doc: dict[str, Any], *, verbose: bool = False) -> str:
@@ -18,7 +18,7 @@ def render(doc: dict[str, Any], *, verbose: bool = False) -> str:
         if c["action"] == "noop" and not verbose:
             continue
         where = f"  ({c['location']})" if c.get("location") and verbose else ""
-        lines.append(f"{SYMBOL[c['action']]} {title(c)}{where}")
+        lines.append(f"{headline(c)}{where}")
         for sign, text in property_lines(c):
             lines.append(f"    {sign} {text}")
     if doc["errors"]:

@@ -68,6 +68,14 @@ def title(change: dict[str, Any]) -> str:
     return f"{change['kind']}[{change['name']}] on {change['target']}"
 
 
+def headline(change: dict[str, Any]) -> str:
+    """``SYMBOL title`` plus the reason: ``~ adopt dns_record[...]``, ``- ... (no longer declared)``."""
+    reason = change.get("reason")
+    if reason == "adopt":
+        return f"{SYMBOL[change['action']]} adopt {title(change)}"
+    return f"{SYMBOL[change['action']]} {title(change)}" + (f"  ({reason})" if reason else "")
+
+
 def summary_line(summary: dict[str, int]) -> str:
     line = (f"{summary['create']} to create, {summary['update']} to update, "
             f"{summary['delete']} to delete, {summary['noop']} unchanged")

@@ -40,7 +40,7 @@ from .validate import (
 from .yamlpos import YDict, YList, load_yaml, locate
 
 #: keys every resource accepts; they are removed before the kind sees the spec
-COMMON_KEYS = ("kind", "id", "state", "depends_on", "description")
+COMMON_KEYS = ("kind", "id", "state", "depends_on", "description", "adopt")
 #: host variables whose rendering problems are errors (the providers read them)
 CONNECTION_VAR_PREFIXES = ("ansible_", "kmsdeploy_")
 
@@ -246,8 +246,12 @@ class _Loader:
         name = play.get("name") if isinstance(play.get("name"), str) else f"play #{index + 1}"
         pattern = play.get("hosts")
         rollout = play.get("rollout")
+        prune = play.get("prune")
+        prune = tuple(prune) if isinstance(prune, list) else prune is True
+        max_prune = play.get("max_prune") if type(play.get("max_prune")) is int else None
         self.plays.append(Play(name=name, hosts=pattern if isinstance(pattern, str) else "", location=loc,
-                               rollout=plain(rollout) if isinstance(rollout, dict) else {}, file=path))
+                               rollout=plain(rollout) if isinstance(rollout, dict) else {}, file=path,
+                               prune=prune, max_prune=max_prune))
         resources = play.get("resources")
         play_vars = play.get("vars") if isinstance(play.get("vars"), dict) else {}
         if not isinstance(pattern, str) or not pattern.strip() or not isinstance(resources, list):
@@ -479,7 +483,7 @@ class _Loader:
                 identity = rid or "?"
             identity = identity if isinstance(identity, str) else str(identity)
             p = self._pend(Resource(Ref(kind_name, target or "*", identity), body, state, (), loc, play_name,
-                                    host.site if host else None), rid, deps, [], target)
+                                    host.site if host else None, common.get("adopt") is True), rid, deps, [], target)
             p.templated = True
             return p
         try:
@@ -505,7 +509,7 @@ class _Loader:
             self.diags.add(_diag(f"{kind_name}: {problem}", loc), target)
             return None
         resource = Resource(Ref(kind_name, target or "*", identity), desired, state, (), loc, play_name,
-                            host.site if host else None)
+                            host.site if host else None, common.get("adopt") is True)
         return self._pend(resource, rid, deps, implicit, target)
 
     def _pend(self, resource: Resource, rid: str | None, deps: list[tuple[str, str, Location | None]],

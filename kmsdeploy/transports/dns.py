@@ -21,6 +21,7 @@ import dns.exception
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdatatype
 import dns.tsig
 
 from ..errors import AuthenticationError, ProviderError, TimeoutError_, UnreachableError
@@ -94,13 +95,16 @@ class DnsTransport(Transport):
         return f"{self.address}:{self.port}"
 
     def open(self) -> None:
+        self._load_key()
+        self._connect()
+
+    def _load_key(self) -> None:
         if self.tsig is not None and self.__key is None:
             try:
                 self.__key = dns.tsig.Key(self.tsig.name, self.tsig.secret.reveal(), ALGORITHMS[self.tsig.algorithm])
             except Exception:  # bad base64 etc.; never show the value
                 raise AuthenticationError(f"TSIG key {self.tsig.name!r}: the secret is not valid base64",
                                           target=self.target) from None
-        self._connect()
 
     def _connect(self) -> None:
         self._close_socket()
@@ -165,6 +169,45 @@ class DnsTransport(Transport):
             except _ClosedEarly:
                 raise UnreachableError(f"DNS server {self.where} closed the connection without answering",
                                        target=self.target) from None
+
+    def transfer(self, zone: str) -> "dns.zone.Zone":
+        """The whole zone by AXFR (RFC 5936), TSIG-signed when the host has a key.
+
+        A transfer is a stream of messages, so it runs on its own TCP connection (one more
+        round trip, counted in ``requests``); pruning uses it to list a zone's sets. A refusal
+        raises :class:`TransferRefused` (the caller says how to allow it).
+        """
+        import dns.query
+        import dns.xfr
+        import dns.zone
+
+        self._load_key()
+        origin = dns.name.from_text(zone)
+        query = self.sign(dns.message.make_query(origin, dns.rdatatype.AXFR))
+        z = dns.zone.Zone(origin, relativize=False)
+        self.requests += 1
+        try:
+            dns.query.inbound_xfr(self.address, z, query=query, port=self.port, timeout=self.timeout,
+                                  lifetime=self.timeout)
+        except dns.xfr.TransferError as exc:
+            raise TransferRefused(f"DNS server {self.where} answered {dns.rcode.to_text(exc.rcode)} to a zone "
+                                  f"transfer (AXFR) of {zone}", target=self.target) from None
+        except (dns.tsig.PeerBadKey, dns.tsig.PeerBadSignature, dns.tsig.PeerBadTime, dns.tsig.BadSignature,
+                dns.tsig.BadTime, dns.message.UnknownTSIGKey) as exc:
+            raise self._auth_error(exc) from None
+        except dns.exception.Timeout:
+            raise self._timeout() from None
+        except ConnectionRefusedError:
+            raise UnreachableError(f"DNS server {self.where} refused the connection", target=self.target) from None
+        except (EOFError, ConnectionResetError):
+            raise TransferRefused(f"DNS server {self.where} closed the connection during a zone transfer (AXFR) "
+                                  f"of {zone}", target=self.target) from None
+        except OSError as exc:
+            raise UnreachableError(f"DNS server {self.where}: {exc.strerror or exc}", target=self.target) from None
+        except dns.exception.DNSException as exc:
+            raise ProviderError(f"DNS server {self.where} sent a malformed zone transfer of {zone}: {exc}",
+                                target=self.target) from None
+        return z
 
     def _exchange_once(self, messages: Sequence[dns.message.Message]) -> list[dns.message.Message]:
         assert self._sock is not None
@@ -265,6 +308,10 @@ class DnsTransport(Transport):
 
     def _timeout(self) -> TimeoutError_:
         return TimeoutError_(f"DNS server {self.where} did not answer within {self.timeout:g} s", target=self.target)
+
+
+class TransferRefused(ProviderError):
+    """The server would not transfer the zone (no ``allow-transfer`` for this key, typically)."""
 
 
 class _ClosedEarly(Exception):

@@ -32,9 +32,9 @@ def host_for(server, **extra) -> Host:
     return Host("dns1", vars_)
 
 
-def res(zone, state="present", **spec) -> Resource:
+def res(zone, state="present", adopt=False, **spec) -> Resource:
     spec = {"zone": zone.zone, **spec}
-    return Resource(Ref("dns_record", "dns1", KIND.identity(spec)), KIND.normalize(spec), state=state)
+    return Resource(Ref("dns_record", "dns1", KIND.identity(spec)), KIND.normalize(spec), state=state, adopt=adopt)
 
 
 class Run:
@@ -139,9 +139,13 @@ def test_refuse_delete_unowned(dns_zone):
 def test_adopt_unowned_on_update(dns_zone):
     assert dns_zone.update(lambda u: u.replace("_vlmcs._tcp", 300, "SRV", f"0 0 1688 kms1.{dns_zone.fqdn}")) == 0
     run = Run(host_for(dns_zone.server))
-    changes = run.converge([srv(dns_zone, {"target": "kms1"}, {"target": "kms2"})])
+    # without adopt: true the unowned set blocks the plan and nothing is sent
+    (blocked,) = run.plan([srv(dns_zone, {"target": "kms1"}, {"target": "kms2"})])
+    assert blocked.refusal and "adopt: true" in blocked.refusal
+    assert dns_zone.dig_values("_kmsdeploy-srv._vlmcs._tcp", "TXT") == []
+    changes = run.converge([srv(dns_zone, {"target": "kms1"}, {"target": "kms2"}, adopt=True)])
     c = changes[0]
-    assert c.action is Action.UPDATE and c.properties == ("ownership", "records")
+    assert c.action is Action.UPDATE and c.properties == ("ownership", "records") and c.reason == "adopt"
     assert any(n.startswith("ADOPTING") for n in c.notes), c.notes
     assert dns_zone.dig_values("_kmsdeploy-srv._vlmcs._tcp", "TXT") == [
         '300 "heritage=kmsdeploy,owner=test-owner,type=SRV"']

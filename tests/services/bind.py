@@ -20,6 +20,7 @@ import pytest
 from kmsdeploy.lab.bind import BindServer
 
 POOL_SIZE = 64
+CLOSED_ZONE = "closed.kmsdeploy.test"
 _counter = itertools.count(1)
 
 
@@ -67,12 +68,20 @@ def bind_server(tmp_path_factory):
     zones = {"lab.example": ["kms1 300 IN A 127.0.0.11", "kms2 300 IN A 127.0.0.12"]}
     for i in range(1, POOL_SIZE + 1):
         zones[f"t{i:02d}.kmsdeploy.test"] = [f"kms1 300 IN A 127.0.{i}.11", f"kms2 300 IN A 127.0.{i}.12"]
-    server = BindServer(workdir, zones=zones)
+    # a zone configured without allow-transfer: pruning there must be a clear error
+    zones[CLOSED_ZONE] = ["kms1 300 IN A 127.0.0.11"]
+    server = BindServer(workdir, zones=zones, no_transfer_zones=[CLOSED_ZONE])
     server.start()  # raises BindStartError with the log tail: never a skip
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def closed_zone(bind_server) -> DnsZone:
+    """The worker's zone that refuses zone transfers (allow-transfer { none; })."""
+    return DnsZone(bind_server, CLOSED_ZONE)
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def test_json_format_and_markdown(world, capsys):
     world["set"]("a")
     assert cli.main(["plan", "-i", "inv.yml", "p.yml", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["format_version"] == "1.0" and doc["summary"]["create"] == 1
+    assert doc["format_version"] == "1.1" and doc["summary"]["create"] == 1
     assert cli.main(["plan", "-i", "inv.yml", "p.yml", "--format", "markdown"]) == 0
     assert capsys.readouterr().out.startswith("### kmsdeploy plan")
 

@@ -20,9 +20,11 @@ SCHEMA_PATH = pathlib.Path(__file__).parent.parent.parent / "schemas" / "kinds" 
 def test_diff_cases(case):
     spec, state = case["spec"], case.get("state", "present")
     assert KIND.check(dict(spec, state=state)) == []
-    r = Resource(ref=Ref("dkm_container", "dc1", KIND.identity(spec)), desired=KIND.normalize(spec), state=state)
+    r = Resource(ref=Ref("dkm_container", "dc1", KIND.identity(spec)), desired=KIND.normalize(spec), state=state,
+                 adopt=bool(case.get("adopt")))
     change = KIND.diff(r, case["observed"])
     exp = case["expected"]
+    assert change.reason == exp.get("reason")
     assert change.action is Action(exp["action"]), change
     if "properties" in exp:
         assert list(change.properties) == exp["properties"]

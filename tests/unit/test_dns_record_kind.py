@@ -1,6 +1,7 @@
 """dns_record kind: normalize/check/diff from data files (tests/data/dns_record/*.yml)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -34,8 +35,12 @@ def test_diff_cases(case):
     spec = case["desired"]
     assert KIND.check({**spec, "state": case.get("state", "present")}) == []
     r = resource(spec, case.get("state", "present"))
+    if case.get("adopt"):
+        r = dataclasses.replace(r, adopt=True)
     change = KIND.diff(r, case["observed"])
     exp = case["expected"]
+    if "reason" in exp:
+        assert change.reason == exp["reason"]
     assert change.action is Action(exp["action"])
     if "properties" in exp:
         assert list(change.properties) == exp["properties"]

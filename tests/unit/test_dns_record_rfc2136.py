@@ -130,7 +130,7 @@ def test_build_updates_prerequisites():
 
 def test_adoption_requires_marker_absent():
     spec = {"zone": "lab.example", "name": "kms1", "type": "A", "ttl": 300, "addresses": ["127.0.0.11"]}
-    r = Resource(Ref("dns_record", "dns1", KIND.identity(spec)), KIND.normalize(spec))
+    r = Resource(Ref("dns_record", "dns1", KIND.identity(spec)), KIND.normalize(spec), adopt=True)
     obs = {"zone": "lab.example.", "name": "kms1.lab.example.", "type": "A", "ttl": 300,
            "addresses": ["127.0.0.11"], "_owned": False, "_marker": []}
     s = _sections(p.build_updates([KIND.diff(r, obs)], "o1")["lab.example."][0])
@@ -194,3 +194,71 @@ def test_tsig_unresolved_refs_follow_the_loaders_rules(tmp_path, monkeypatch):
     assert p.tsig_from_vars({"name": "k", "secret": {"file": "s"}}, str(tmp_path), "dns1").secret.reveal() == "c2VjcmV0"
     with pytest.raises(SecretError, match=r"host 'dns1': TSIG key file: .*cannot read"):
         p.tsig_from_vars({"file": "missing.key"}, str(tmp_path), "dns1")
+
+
+# --------------------------------------------------------------------------- prune listing
+ZONE_TEXT = """$ORIGIN lab.example.
+@ 300 IN SOA ns hostmaster 1 3600 600 86400 60
+@ 300 IN NS ns
+ns 300 IN A 127.0.0.1
+_vlmcs._tcp.s1 300 IN SRV 0 10 1688 kms1
+_kmsdeploy-srv._vlmcs._tcp.s1 300 IN TXT "heritage=kmsdeploy,owner=o1,type=SRV"
+_vlmcs._tcp.S2 120 IN SRV 0 0 1688 KMS2
+_vlmcs._tcp.s2 120 IN SRV 10 5 1688 kms1
+_kmsdeploy-srv._vlmcs._tcp.s2 120 IN TXT "heritage=kmsdeploy,owner=o1,type=SRV"
+_vlmcs._tcp.other 300 IN SRV 0 0 1688 kms1
+_kmsdeploy-srv._vlmcs._tcp.other 300 IN TXT "heritage=kmsdeploy,owner=o2,type=SRV"
+_vlmcs._tcp.manual 300 IN SRV 0 0 1688 kms1
+kms1 300 IN A 127.0.0.11
+_kmsdeploy-a.kms1 300 IN TXT "heritage=kmsdeploy,owner=o1,type=A"
+_kmsdeploy-aaaa.kms1 300 IN TXT "heritage=kmsdeploy,owner=o1,type=AAAA"
+kms2 300 IN A 127.0.0.12
+_kmsdeploy-a.kms2 300 IN TXT "heritage=kmsdeploy,owner=o1,type=SRV"
+info 300 IN TXT "hello"
+_kmsdeploy-txt.info 300 IN TXT "heritage=kmsdeploy,owner=o1,type=TXT"
+"""
+
+
+def _zone(text=ZONE_TEXT):
+    """The zone as the transfer builds it (absolute names)."""
+    import dns.zone
+
+    return dns.zone.from_text(text, "lab.example.", relativize=False)
+
+
+def test_owned_sets_lists_only_this_owners_sets_under_the_kinds_identity():
+    found = p.owned_sets(_zone(), "lab.example.", "o1")
+    # other owner (o2), unowned (manual), a marker without its set (AAAA) and a marker naming
+    # another type (kms2's A marker says SRV) are left out; markers are never objects themselves
+    assert sorted(found) == ["_vlmcs._tcp.s1.lab.example./SRV", "_vlmcs._tcp.s2.lab.example./SRV",
+                             "info.lab.example./TXT", "kms1.lab.example./A"]
+    assert found["_vlmcs._tcp.s2.lab.example./SRV"] == {
+        "zone": "lab.example.", "name": "_vlmcs._tcp.s2.lab.example.", "type": "SRV", "ttl": 120,
+        "records": [{"target": "kms2.lab.example.", "port": 1688, "priority": 0, "weight": 0},
+                    {"target": "kms1.lab.example.", "port": 1688, "priority": 10, "weight": 5}],
+        "_owned": True, "_marker": ["heritage=kmsdeploy,owner=o1,type=SRV"]}
+    # the identity is the one the loader gives the declared resource, so declared sets match
+    spec = {"zone": "LAB.example", "name": "_vlmcs._tcp.S1", "type": "srv", "records": [{"target": "kms1"}]}
+    assert KIND.identity(spec) in found
+    assert p.owned_sets(_zone(), "lab.example.", "o2").keys() == {"_vlmcs._tcp.other.lab.example./SRV"}
+    assert p.owned_sets(_zone(), "lab.example.", "nobody") == {}
+
+
+def test_listed_state_deletes_set_and_marker_like_a_declared_absent_set():
+    state = p.owned_sets(_zone(), "lab.example.", "o1")["_vlmcs._tcp.s1.lab.example./SRV"]
+    desired = {k: v for k, v in state.items() if not k.startswith("_")}  # what planner.prune keeps
+    r = Resource(Ref("dns_record", "dns1", KIND.identity(desired)), desired, state="absent")
+    change = KIND.diff(r, state)
+    assert change.action is Action.DELETE and change.pending
+    s = _sections(p.build_updates([change], "o1")["lab.example."][0])
+    assert s["update"] == ["_kmsdeploy-srv._vlmcs._tcp.s1.lab.example. 0 ANY TXT ",
+                           "_vlmcs._tcp.s1.lab.example. 0 ANY SRV "]
+
+
+def test_transfer_refused_message_names_the_named_conf_line():
+    from kmsdeploy.transports.dns import TransferRefused
+
+    err = TransferRefused("DNS server 127.0.0.1:53 answered REFUSED to a zone transfer (AXFR) of lab.example.")
+    msg = p.transfer_refused_message(err, "lab.example.", "kmsdeploy-key")
+    assert "REFUSED" in msg and 'zone "lab.example"' in msg and 'allow-transfer { key "kmsdeploy-key"; }' in msg
+    assert "<this machine>" in p.transfer_refused_message(err, "lab.example.", None)

@@ -79,3 +79,32 @@ def test_document_round_trip():
     doc = plan_document(sample_plan())
     again = plan_document(plan_from_document(json.loads(json.dumps(doc))))
     assert again == doc
+
+
+def reason_plan() -> Plan:
+    return Plan(
+        changes=(
+            Change(Ref("dns_record", "ns1", "_vlmcs._tcp.site07.lab.example./SRV"), Action.DELETE,
+                   before={"ttl": 300, "records": SRV_OLD}, reason="no longer declared"),
+            Change(Ref("firewall_rule", "kms1", "KMS-In"), Action.UPDATE, before={"enabled": True},
+                   after={"enabled": True, "ownership": "kmsdeploy (this owner)"}, properties=("ownership",),
+                   reason="adopt"),
+        ),
+        created_at="2026-12-06T12:00:00+00:00",
+        source={"playbooks": ["site.yml"], "inventory": "hosts.yml", "spec_digest": "sha256:" + "1" * 64},
+    )
+
+
+def test_prune_and_adopt_reasons_in_every_view():
+    doc = plan_document(reason_plan())
+    schema = json.loads((ROOT / "schemas" / "plan.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+    assert [c.get("reason") for c in doc["changes"]] == ["no longer declared", "adopt"]
+    out = text.render(doc)
+    assert "- dns_record[_vlmcs._tcp.site07.lab.example./SRV] on ns1  (no longer declared)" in out
+    assert "~ adopt firewall_rule[KMS-In] on kms1" in out
+    assert out.splitlines()[0].startswith("Plan: 0 to create, 1 to update, 1 to delete")
+    md = markdown.render(doc)
+    assert "| `-` delete | `dns_record[_vlmcs._tcp.site07.lab.example./SRV]` | `ns1` | no longer declared |" in md
+    assert "| `~` adopt | `firewall_rule[KMS-In]` | `kms1` | ownership |" in md
+    assert plan_document(plan_from_document(json.loads(json.dumps(doc)))) == doc

@@ -153,7 +153,8 @@ def test_agent_create_and_primary_before_failover():
     ops, _ = payload.apply_ops([k.diff(r, None)], {r.ref: r}, owner_id="o", host_name="h")
     assert [o["op"] for o in ops] == ["scom.install", "scom.add_group", "scom.reload", "scom.set_failover"]
     assert ops[0]["args"] == {"msi_path": spec["msi_path"], "management_group": "MG1",
-                              "management_server": "ms1.lab.example", "port": 5723}
+                              "management_server": "ms1.lab.example", "port": 5723, "owner": "o"}
+    assert ops[1]["args"]["owner"] == "o"  # every group kmsdeploy adds carries this owner's marker
     valid(ops)
     observed = {"installed": True, "action_account": "LocalSystem", "management_groups": [
         {"name": "MG1", "primary_server": "ms2.lab.example", "failover_servers": ["ms1.lab.example"], "port": 5723},

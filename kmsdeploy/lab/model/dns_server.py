@@ -70,6 +70,52 @@ def read(ctx: OpContext, args: dict) -> dict[str, Any]:
     return {"zone_exists": True, "records": recs}
 
 
+#: ownership marker owner names start with this label prefix (docs/dns.md "Ownership marker")
+MARKER_PREFIX = "_kmsdeploy-"
+MARKER_TYPES = ("A", "AAAA", "CNAME", "SRV", "TXT")
+
+
+def names_owner(text: str, owner: str) -> bool:
+    """The runner's Test-OwnerMarker: ``heritage=kmsdeploy`` and ``owner=<owner>`` (case-sensitive id)."""
+    fields = {}
+    for part in text.split(","):
+        kv = part.split("=", 1)
+        if len(kv) == 2:
+            fields[kv[0].lower()] = kv[1]  # PowerShell hashtable keys ignore case
+    return fields.get("heritage", "").lower() == "kmsdeploy" and fields.get("owner") == owner
+
+
+def list_owned(ctx: OpContext, args: dict) -> dict[str, Any]:
+    """``dns.list_owned``: what the runner's Read-OwnedDnsSets returns (every TXT of the zone,
+    markers of this owner, then each marked set with all of its marker texts)."""
+    zone = args["zone"]
+    z = _zone(ctx, zone, must=False)
+    if z is None:
+        return {"zone_exists": False, "sets": []}
+    sets, seen = [], set()
+    # one pass to index the zone by (name, type): a zone may hold thousands of sets
+    nodes: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in z["records"]:
+        nodes.setdefault((r["name"].lower(), r["type"]), []).append(dict(r, zone=zone))
+    for m in z["records"]:
+        if m["type"] != "TXT":
+            continue
+        label, _, rest = m["name"].partition(".")
+        rest = rest or "@"
+        if not label.lower().startswith(MARKER_PREFIX):
+            continue
+        rtype = label[len(MARKER_PREFIX):].upper()
+        if rtype not in MARKER_TYPES or not names_owner("".join(m["data"].get("text") or []), args["owner"]):
+            continue
+        key = f"{rest}/{rtype}".lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        texts = ["".join(r["data"].get("text") or []) for r in nodes[(m["name"].lower(), "TXT")]]
+        sets.append({"name": rest, "type": rtype, "marker": texts, "records": nodes.get((rest.lower(), rtype), [])})
+    return {"zone_exists": True, "sets": sets}
+
+
 def add(ctx: OpContext, args: dict) -> None:
     r = args["record"]
     z = _zone(ctx, r["zone"])
@@ -100,6 +146,7 @@ def remove(ctx: OpContext, args: dict) -> None:
 
 HANDLERS = {
     "dns.read": read,
+    "dns.list_owned": list_owned,
     "dns.add": add,
     "dns.set": set_record,
     "dns.remove": remove,

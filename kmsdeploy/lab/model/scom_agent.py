@@ -11,6 +11,12 @@
   seeded true). One change per call (E.3): the model refuses a primary that is still
   a failover server, and a failover list that holds the primary — the documented
   example clears failover first, then sets the primary, then failover.
+- kmsdeploy's ownership marker of a management group is a REG_SZ value named after the
+  group under ``HKLM\\SOFTWARE\\kmsdeploy\\ScomManagementGroups`` holding the owner id
+  (docs/windows.md); the model keeps those values in ``markers`` (name -> owner; names
+  compared without case, as registry value names are). ``scom.read`` reports each group's
+  ``owner`` (None without a marker); install/add_group write it when given an owner,
+  remove_group and uninstall clear it, ``scom.mark_group`` writes it (adoption).
 - The agent is assumed approved in its management group (E.1 says manual installs
   must be approved or auto-approved; the model auto-approves).
 """
@@ -26,7 +32,7 @@ LOCAL_SYSTEM = "LocalSystem"
 
 
 def initial_state(msi_path: str | None) -> dict[str, Any]:
-    return {"installed": False, "groups": [], "parents": {}, "om_module": True,
+    return {"installed": False, "groups": [], "parents": {}, "om_module": True, "markers": {},
             "files": [msi_path] if msi_path else []}
 
 
@@ -41,12 +47,27 @@ def _need_installed(ctx: OpContext) -> dict[str, Any]:
     return s
 
 
+def _owner(s: dict[str, Any], name: str) -> str | None:
+    for k, v in (s.get("markers") or {}).items():
+        if k.lower() == name.lower():
+            return v
+    return None
+
+
+def _mark(s: dict[str, Any], name: str, owner: str | None) -> None:
+    markers = {k: v for k, v in (s.get("markers") or {}).items() if k.lower() != name.lower()}
+    if owner:
+        markers[name] = owner
+    s["markers"] = markers
+
+
 def read(ctx: OpContext, args: dict) -> dict[str, Any]:
     s = _scom(ctx)
     if not s["installed"]:
         return {"installed": False, "management_groups": []}
     return {"installed": True, "management_groups": [
-        {k: g[k] for k in ("name", "server", "port", "from_ad", "action_account")} for g in s["groups"]]}
+        {**{k: g[k] for k in ("name", "server", "port", "from_ad", "action_account")}, "owner": _owner(s, g["name"])}
+        for g in s["groups"]]}
 
 
 def _group_for_server(ctx: OpContext, server: str, agent: str) -> str:
@@ -83,12 +104,16 @@ def install(ctx: OpContext, args: dict) -> None:
     s["groups"] = [{"name": args["management_group"], "server": args["management_server"], "port": int(args["port"]),
                     "from_ad": False, "action_account": account, "active": True}]
     s["parents"] = {args["management_group"]: {"primary": args["management_server"], "failover": []}}
+    if args.get("owner"):
+        _mark(s, args["management_group"], args["owner"])
 
 
 def uninstall(ctx: OpContext, args: dict) -> None:
     s = _scom(ctx)
     if not s["installed"]:
         raise ModelError("KMSDEPLOY_MSI", "msiexec exited with 1605")  # product not installed
+    for g in s["groups"]:
+        _mark(s, g["name"], None)
     s.update(installed=False, groups=[], parents={})
 
 
@@ -100,12 +125,20 @@ def add_group(ctx: OpContext, args: dict) -> None:
     s["groups"].append({"name": args["name"], "server": args["server"], "port": int(args["port"]),
                         "from_ad": False, "action_account": account, "active": False})
     s["parents"][args["name"]] = {"primary": args["server"], "failover": []}
+    if args.get("owner"):
+        _mark(s, args["name"], args["owner"])
 
 
 def remove_group(ctx: OpContext, args: dict) -> None:
     s = _need_installed(ctx)
     s["groups"] = [g for g in s["groups"] if g["name"].lower() != args["name"].lower()]  # S_FALSE if absent
     s["parents"] = {k: v for k, v in s["parents"].items() if k.lower() != args["name"].lower()}
+    _mark(s, args["name"], None)
+
+
+def mark_group(ctx: OpContext, args: dict) -> None:
+    """``scom.mark_group``: New-ItemProperty of the group's marker (adoption)."""
+    _mark(_need_installed(ctx), args["name"], args["owner"])
 
 
 def reload(ctx: OpContext, args: dict) -> None:
@@ -143,6 +176,7 @@ HANDLERS = {
     "scom.add_group": add_group,
     "scom.remove_group": remove_group,
     "scom.reload": reload,
+    "scom.mark_group": mark_group,
     "scom.set_primary": set_primary,
     "scom.set_failover": set_failover,
 }

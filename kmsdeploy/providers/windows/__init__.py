@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 from ...errors import ProviderError
+from ...kinds import monitoring_agent as agent_kind
 from ...model import Change, Host, Ref, Resource
 from ..base import ApplyResult, Provider, RunContext
 from . import bootstrap, payload, results
@@ -36,6 +37,9 @@ class WindowsProvider(Provider):
 
     connection = "winrm"
     kinds = frozenset({"kms_host", "monitoring_agent", "firewall_rule", "dns_record"})
+    #: what a pruning read lists, in the same runner call (docs/windows.md "Pruning on Windows"):
+    #: rules of our Group, sets carrying our marker in the declared zones, groups carrying our marker
+    prunable_kinds = frozenset({"firewall_rule", "dns_record", "monitoring_agent"})
 
     def transport(self, host: Host, ctx: RunContext):
         from ...transports.winrm import WinrmTransport  # imported late: optional until it exists
@@ -72,13 +76,15 @@ class WindowsProvider(Provider):
 
     # ------------------------------------------------------------------ read
     def read(self, transport, host: Host, resources: Sequence[Resource],
-             ctx: RunContext) -> dict[Ref, Mapping[str, Any] | None]:
-        """Observed state of every resource of ``host`` from ONE runner call."""
+             ctx: RunContext, prune_kinds: frozenset[str] = frozenset()) -> dict[Ref, Mapping[str, Any] | None]:
+        """Observed state of every resource of ``host`` from ONE runner call; with ``prune_kinds``
+        also what this owner id owns of those kinds, under the refs the kinds compute."""
         for r in resources:
             if r.ref.kind not in self.kinds:
                 raise ProviderError(f"{host.name}: the Windows provider does not manage {r.ref.kind}", target=host.name)
         try:
-            plan = payload.read_ops(resources, owner_id=ctx.owner_id, host_name=host.name, host_address=_fqdn_hint(host))
+            plan = payload.read_ops(resources, owner_id=ctx.owner_id, host_name=host.name, host_address=_fqdn_hint(host),
+                                    prune_kinds=prune_kinds)
         except PayloadError as exc:
             raise ProviderError(f"{host.name}: {exc}", target=host.name) from None
         if not plan.ops:
@@ -111,6 +117,8 @@ class WindowsProvider(Provider):
                 out[r.ref] = None if rule is None else results.firewall_observed(rule, ctx.owner_id)
             elif kind == "dns_record":
                 out[r.ref] = results.dns_observed(r.desired, data(ids[0]), data(ids[1], required=False), ctx.owner_id)
+            elif kind == "monitoring_agent" and agent_kind.entry_group(r.ref.name) is not None:
+                out[r.ref] = results.agent_group(data(ids[0]), agent_kind.entry_group(r.ref.name), ctx.owner_id)
             elif kind == "monitoring_agent":
                 groups = r.desired.get("management_groups") or []
                 # a parents read that FAILED (agent unknown, server unreachable) is not the same as
@@ -118,8 +126,29 @@ class WindowsProvider(Provider):
                 # shows a pending change instead of reporting the group as converged
                 parents = {g["name"].lower(): data(pid, required=False) or {"error": read_error(pid)}
                            for g, pid in zip(groups, ids[1:])}
-                out[r.ref] = results.agent_observed(data(ids[0]), parents)
+                out[r.ref] = results.agent_observed(data(ids[0]), parents, ctx.owner_id)
+        for ref, state in self._owned(host, resources, plan, data, prune_kinds, ctx.owner_id).items():
+            out.setdefault(ref, state)  # a declared ref keeps the state read for it
         return out
+
+    @staticmethod
+    def _owned(host: Host, resources: Sequence[Resource], plan: payload.ReadPlan, data, prune_kinds: frozenset[str],
+               owner_id: str) -> dict[Ref, Mapping[str, Any]]:
+        """What this owner id owns of ``prune_kinds`` on ``host``, from the same call's results."""
+        found: dict[Ref, Mapping[str, Any]] = {}
+        if "firewall_rule" in prune_kinds and any(r.ref.kind == "firewall_rule" for r in resources):
+            for name, state in results.owned_rules(data("firewall").get("rules"), owner_id).items():
+                found[Ref("firewall_rule", host.name, name)] = state
+        for zone, op_id in plan.dns_listings.items():
+            for identity, state in results.owned_sets(zone, data(op_id), owner_id).items():
+                found[Ref("dns_record", host.name, identity)] = state
+        agents = [r for r in resources if r.ref.kind == "monitoring_agent" and agent_kind.entry_group(r.ref.name) is None]
+        # an agent declared absent is uninstalled with all its groups: nothing to prune one by one
+        if "monitoring_agent" in prune_kinds and agents and all(r.state != "absent" for r in agents):
+            declared = {g["name"].lower() for r in agents for g in r.desired.get("management_groups") or []}
+            for identity, state in results.owned_groups(data("scom"), owner_id, agents[0].ref.name, declared).items():
+                found[Ref("monitoring_agent", host.name, identity)] = state
+        return found
 
     # ------------------------------------------------------------------ apply
     def apply(self, transport, host: Host, changes: Sequence[Change],

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from ...model import Action, Change, Ref, Resource, Secret
 from ...kinds import kms_host as kms_kind
 from ...kinds import dns_record as dns_kind
+from ...kinds import monitoring_agent as agent_kind
 
 PAYLOAD_VERSION = 1
 #: stay safely under ConvertFrom-Json's 2,097,152-character limit (the lab model enforces it)
@@ -104,6 +105,8 @@ class ReadPlan:
     ops: list[dict[str, Any]] = field(default_factory=list)
     #: ref -> op ids whose results build that ref's observed state
     sources: dict[Ref, list[str]] = field(default_factory=dict)
+    #: pruning: zone FQDN -> id of its ``dns.list_owned`` op (docs/pruning.md)
+    dns_listings: dict[str, str] = field(default_factory=dict)
 
 
 def zone_name(zone_fqdn: str) -> str:
@@ -133,8 +136,13 @@ def agent_fqdn(desired: Mapping[str, Any], host_name: str, host_address: str | N
 
 
 def read_ops(resources: Sequence[Resource], *, owner_id: str, host_name: str,
-             host_address: str | None = None) -> ReadPlan:
-    """ONE batch of read ops for every resource of a target (duplicates shared)."""
+             host_address: str | None = None, prune_kinds: frozenset[str] = frozenset()) -> ReadPlan:
+    """ONE batch of read ops for every resource of a target (duplicates shared).
+
+    With ``prune_kinds`` the same batch also lists what this owner id owns (docs/pruning.md):
+    ``dns_record`` adds one ``dns.list_owned`` per zone of the declared sets; firewall rules
+    of our group and the management groups' markers are in every ``firewall.read`` /
+    ``scom.read`` already."""
     plan = ReadPlan()
     have: set[str] = set()
 
@@ -164,6 +172,9 @@ def read_ops(resources: Sequence[Resource], *, owner_id: str, host_name: str,
             ]
         elif kind == "monitoring_agent":
             ids = [add(op("scom", "scom.read"))]
+            if agent_kind.entry_group(r.ref.name) is not None:  # a pruned group: scom.read has it
+                plan.sources[r.ref] = ids
+                continue
             fqdn = agent_fqdn(r.desired, host_name, host_address)
             for j, g in enumerate(r.desired.get("management_groups") or []):
                 ids.append(add(op(f"parents{i}.{j}", "scom.read_parents",
@@ -174,6 +185,10 @@ def read_ops(resources: Sequence[Resource], *, owner_id: str, host_name: str,
     if fw_names:
         plan.ops.append(op("firewall", "firewall.read", {"names": sorted(set(fw_names)),
                                                          "groups": [owner_group(owner_id)]}))
+    if "dns_record" in prune_kinds:
+        zones = sorted({r.desired["zone"] for r in resources if r.ref.kind == "dns_record"})
+        for k, zone in enumerate(zones):
+            plan.dns_listings[zone] = add(op(f"dnsown{k}", "dns.list_owned", {"zone": zone_name(zone), "owner": owner_id}))
     return plan
 
 
@@ -321,13 +336,20 @@ def _dns_ops(prefix: str, change: Change, owner_id: str) -> list[dict[str, Any]]
     return out
 
 
-def _agent_ops(prefix: str, change: Change, resource: Resource, agent: str) -> list[dict[str, Any]]:
+def _agent_ops(prefix: str, change: Change, resource: Resource, agent: str, owner_id: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def nxt(name: str, args: Mapping[str, Any] | None = None) -> None:
         out.append(op(f"{prefix}.{len(out) + 1}", name, args))
 
     desired = dict(resource.desired)
+    group = agent_kind.entry_group(change.ref.name)
+    if group is not None:  # a pruned management group (its marker goes with it)
+        if change.action is not Action.DELETE:
+            raise PayloadError(f"management group {group} can only be removed here")
+        nxt("scom.remove_group", {"name": group})
+        nxt("scom.reload")
+        return out
     if change.action is Action.DELETE:
         msi = desired.get("msi_path")
         if not msi:
@@ -341,7 +363,7 @@ def _agent_ops(prefix: str, change: Change, resource: Resource, agent: str) -> l
     if change.action is Action.CREATE:
         first = desired["management_groups"][0]
         args: dict[str, Any] = {"msi_path": desired["msi_path"], "management_group": first["name"],
-                                "management_server": first["primary_server"], "port": first["port"]}
+                                "management_server": first["primary_server"], "port": first["port"], "owner": owner_id}
         if desired.get("action_account") and desired["action_account"] != "LocalSystem":
             domain, user = desired["action_account"].split("\\", 1)
             args.update(action_user=user, action_domain=domain, action_password=desired.get("action_password"))
@@ -350,19 +372,20 @@ def _agent_ops(prefix: str, change: Change, resource: Resource, agent: str) -> l
     elif "action_account" in change.properties:
         raise PayloadError("changing the action account of an installed SCOM agent is not supported; "
                            "uninstall (state: absent) and install again")
-    for name, g in have.items():
-        if name not in want:
-            nxt("scom.remove_group", {"name": g["name"]})
-            reload = True
+    # groups nobody declares are left alone here: pruning removes them when they are ours
+    owners = before.get("_group_owners") or {}
     for name, g in want.items():
+        add = {"name": g["name"], "server": g["primary_server"], "port": g["port"], "owner": owner_id}
         if name not in have:
-            nxt("scom.add_group", {"name": g["name"], "server": g["primary_server"], "port": g["port"]})
+            nxt("scom.add_group", add)
             reload = True
         elif have[name].get("port") != g["port"]:
             # the port is part of the agent-side group definition (E.2): re-add it
             nxt("scom.remove_group", {"name": g["name"]})
-            nxt("scom.add_group", {"name": g["name"], "server": g["primary_server"], "port": g["port"]})
+            nxt("scom.add_group", add)
             reload = True
+        elif owners.get(name, True) is False:
+            nxt("scom.mark_group", {"name": have[name]["name"], "owner": owner_id})  # adoption (the diff asked)
     if reload:
         nxt("scom.reload")
     # Primary before failover, one change per call (E.3).
@@ -405,7 +428,7 @@ def apply_ops(changes: Sequence[Change], resources: Mapping[Ref, Resource], *, o
         elif kind == "dns_record":
             new = _dns_ops(prefix, change, owner_id)
         elif kind == "monitoring_agent":
-            new = _agent_ops(prefix, change, resource, agent_fqdn(resource.desired, host_name, host_address))
+            new = _agent_ops(prefix, change, resource, agent_fqdn(resource.desired, host_name, host_address), owner_id)
         else:
             raise PayloadError(f"the Windows provider does not serve kind {kind}")
         for o in new:

@@ -199,6 +199,24 @@ def firewall_observed(rule: Mapping[str, Any], owner_id: str) -> dict[str, Any]:
     }
 
 
+def owned_rules(rules: Any, owner_id: str) -> dict[str, dict[str, Any]]:
+    """Pruning: rule Name -> observed state of every ``firewall.read`` rule whose Group is
+    exactly ``kmsdeploy:<owner_id>`` (docs/windows.md). Entries that are not rule objects
+    with a string Name are skipped rather than trusted."""
+    group = f"kmsdeploy:{owner_id}"
+    out: dict[str, dict[str, Any]] = {}
+    for rule in rules if isinstance(rules, list) else []:
+        if not isinstance(rule, Mapping) or not isinstance(rule.get("name"), str) or rule.get("group") != group:
+            continue
+        try:
+            obs = firewall_observed(rule, owner_id)
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if obs["_owned"] is True and not obs["builtin"]:
+            out[obs["name"]] = obs
+    return out
+
+
 # ---------------------------------------------------------------------------- dns_record
 
 def _fq(name: str) -> str:
@@ -233,20 +251,51 @@ def dns_observed(desired: Mapping[str, Any], data: Mapping[str, Any], marker: Ma
     return out
 
 
+def owned_sets(zone: str, data: Any, owner_id: str) -> dict[str, dict[str, Any]]:
+    """Pruning: identity (``<fqdn>/<TYPE>``, as :class:`kmsdeploy.kinds.dns_record.DnsRecord`
+    computes it) -> observed set, for every ``dns.list_owned`` set of ``zone`` (FQDN) whose
+    marker names ``owner_id``. The marker is parsed again here (the runner's filter is not
+    trusted); malformed entries, names outside the zone and marker-only names are skipped."""
+    out: dict[str, dict[str, Any]] = {}
+    if not isinstance(data, Mapping) or not isinstance(data.get("sets"), list):
+        return out
+    for entry in data["sets"]:
+        try:
+            rtype = str(entry["type"]).upper()
+            rel = str(entry["name"])
+            if rtype not in dns_kind.TYPES:
+                continue
+            fqdn = dns_kind.absolute_name(rel, zone)
+            stub = {"zone": zone, "name": fqdn, "type": rtype}
+            marker = {"records": [{"data": {"text": [str(t)]}} for t in entry.get("marker") or []]}
+            obs = dns_observed(stub, {"zone_exists": True, "records": list(entry.get("records") or [])}, marker, owner_id)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        if obs is not None and obs["_owned"] is True:
+            out[f"{fqdn}/{rtype}"] = obs
+    return out
+
+
 # ---------------------------------------------------------------------------- monitoring_agent
 
-def agent_observed(scom: Mapping[str, Any], parents: Mapping[str, Mapping[str, Any] | None]) -> dict[str, Any] | None:
+def agent_observed(scom: Mapping[str, Any], parents: Mapping[str, Mapping[str, Any] | None],
+                   owner_id: str | None = None) -> dict[str, Any] | None:
     """monitoring_agent observed state from ``scom.read`` and per-group ``scom.read_parents``
     results (group name lower case -> data; ``{"error": text}`` when that read failed, None
     when it was not made). Failed reads are listed in ``_parents_errors`` (name lower case ->
-    error text) so the diff never takes an unreadable group for a converged one."""
+    error text) so the diff never takes an unreadable group for a converged one. With
+    ``owner_id``, ``_group_owners`` tells each group's ownership from its marker (``owner``)."""
     if not scom.get("installed"):
         return None
     groups = []
     accounts = set()
     errors: dict[str, str] = {}
+    owners: dict[str, bool | str] = {}
     for g in scom.get("management_groups") or []:
+        if not isinstance(g, Mapping) or not isinstance(g.get("name"), str):
+            continue  # not a group the runner could have written: never guess
         name = str(g["name"])
+        owners[name.lower()] = agent_kind.group_ownership(g.get("owner"), owner_id or "")
         p = parents.get(name.lower())
         primary = str(g.get("server") or "")
         failover: list[str] | None = None
@@ -265,4 +314,39 @@ def agent_observed(scom: Mapping[str, Any], parents: Mapping[str, Mapping[str, A
     }
     if errors:
         out["_parents_errors"] = errors
+    if owner_id is not None:
+        out["_group_owners"] = owners
+    return out
+
+
+def agent_group(scom: Mapping[str, Any], group: str, owner_id: str) -> dict[str, Any] | None:
+    """One management group of the agent as its own object (pruning; kinds.monitoring_agent):
+    an agent state holding only that group, plus ``_owned``. None when the agent or the group
+    is not there."""
+    agent = agent_observed(scom, {}, owner_id)
+    if agent is None:
+        return None
+    for g in agent["management_groups"]:
+        if g["name"].lower() == group.lower():
+            return {"installed": True, "management_groups": [g], "action_account": agent["action_account"],
+                    "_owned": agent["_group_owners"][g["name"].lower()]}
+    return None
+
+
+def owned_groups(scom: Any, owner_id: str, agent: str, declared: set[str]) -> dict[str, dict[str, Any]]:
+    """Pruning: entry identity (``<agent>/<group>``) -> state, for every group on the agent whose
+    marker names ``owner_id`` and that no declared agent lists (``declared``: names, lower case).
+    Declared groups are left out because their identity is the agent's, not an entry's."""
+    out: dict[str, dict[str, Any]] = {}
+    if not isinstance(scom, Mapping) or not isinstance(scom.get("management_groups"), list):
+        return out
+    for g in scom["management_groups"]:
+        if not isinstance(g, Mapping) or not isinstance(g.get("name"), str) or g["name"].lower() in declared:
+            continue
+        try:
+            obs = agent_group(scom, g["name"], owner_id)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        if obs is not None and obs["_owned"] is True:
+            out[agent_kind.entry_identity(agent, g["name"])] = obs
     return out

@@ -20,6 +20,8 @@ $ProgressPreference = 'SilentlyContinue'
 $RunnerName = 'kmsdeploy-runner/1'
 $SppKey = 'HKLM:\SOFTWARE\Microsoft\Windows NT\CurrentVersion\SoftwareProtectionPlatform'
 $MarkerKey = 'HKLM:\SOFTWARE\kmsdeploy'
+# ownership markers of management groups: one REG_SZ value per group, data = owner id (docs/windows.md)
+$ScomMarkerKey = 'HKLM:\SOFTWARE\kmsdeploy\ScomManagementGroups'
 $SppProviders = @('Microsoft-Windows-Security-SPP', 'Microsoft-Windows-Security-Licensing-SLC')
 $Secrets = New-Object System.Collections.ArrayList
 
@@ -476,6 +478,51 @@ function Add-DnsRecord {
     return $null
 }
 
+function Test-OwnerMarker {
+    param([string]$Text, [string]$Owner)
+    # heritage=kmsdeploy,owner=<id>,type=<TYPE> (docs/dns.md "Ownership marker"), field by field;
+    # the owner id is compared case-sensitively, as the provider does
+    $fields = @{}
+    foreach ($part in ($Text -split ',')) {
+        $kv = $part -split '=', 2
+        if ($kv.Count -eq 2) { $fields[$kv[0]] = $kv[1] }
+    }
+    return ([string]$fields['heritage'] -eq 'kmsdeploy' -and [string]$fields['owner'] -ceq $Owner)
+}
+
+function Read-OwnedDnsSets {
+    param($A)
+    Assert-DnsModule
+    $zone = [string]$A.zone
+    $owner = [string]$A.owner
+    $z = Get-DnsServerZone -Name $zone -ErrorAction SilentlyContinue
+    if ($null -eq $z) { return [ordered]@{ zone_exists = $false; sets = @() } }
+    $sets = New-Object System.Collections.ArrayList
+    $seen = @{}
+    $types = @('A', 'AAAA', 'CNAME', 'SRV', 'TXT')
+    # every TXT record of the zone (no -Name); markers are _kmsdeploy-<type>.<name> (docs/dns.md)
+    foreach ($m in @(Get-DnsServerResourceRecord -ZoneName $zone -RRType 'TXT' -ErrorAction SilentlyContinue)) {
+        $hostName = [string]$m.HostName
+        $dot = $hostName.IndexOf('.')
+        $label = $hostName
+        $rest = '@'
+        if ($dot -ge 0) { $label = $hostName.Substring(0, $dot); $rest = $hostName.Substring($dot + 1) }
+        if (-not $label.StartsWith('_kmsdeploy-', [System.StringComparison]::OrdinalIgnoreCase)) { continue }
+        $type = $label.Substring(11).ToUpperInvariant()
+        if ($types -notcontains $type) { continue }
+        if (-not (Test-OwnerMarker ([string]$m.RecordData.DescriptiveText) $owner)) { continue }
+        $key = ($rest + '/' + $type).ToLowerInvariant()
+        if ($seen.ContainsKey($key)) { continue }
+        $seen[$key] = $true
+        $texts = New-Object System.Collections.ArrayList
+        foreach ($t in (Get-DnsRecords $zone $hostName 'TXT')) { [void]$texts.Add([string]$t.RecordData.DescriptiveText) }
+        $records = New-Object System.Collections.ArrayList
+        foreach ($rec in (Get-DnsRecords $zone $rest $type)) { [void]$records.Add((ConvertTo-DnsData $zone $rec)) }
+        [void]$sets.Add([ordered]@{ name = $rest; type = $type; marker = $texts; records = $records })
+    }
+    return [ordered]@{ zone_exists = $true; sets = $sets }
+}
+
 function Set-DnsRecord {
     param($A)
     Assert-DnsModule
@@ -503,6 +550,28 @@ function Remove-DnsRecord {
 
 # ---------------------------------------------------------------- SCOM agent (E.1-E.3)
 
+function Get-ScomGroupOwner {
+    param([string]$Name)
+    # kmsdeploy's marker of a management group it owns (the agent's own configuration has no
+    # place for one, E.2): a REG_SZ value named after the group holding the owner id
+    $item = Get-ItemProperty -LiteralPath $ScomMarkerKey -Name $Name -ErrorAction SilentlyContinue
+    if ($null -eq $item) { return $null }
+    $prop = $item.PSObject.Properties[$Name]
+    if ($null -eq $prop) { return $null }
+    return [string]$prop.Value
+}
+
+function Set-ScomGroupOwner {
+    param([string]$Name, [string]$Owner)
+    if (-not (Test-Path -LiteralPath $ScomMarkerKey)) { $null = New-Item -Path $ScomMarkerKey -Force }
+    $null = New-ItemProperty -LiteralPath $ScomMarkerKey -Name $Name -PropertyType String -Value $Owner -Force
+}
+
+function Clear-ScomGroupOwner {
+    param([string]$Name)
+    Remove-ItemProperty -LiteralPath $ScomMarkerKey -Name $Name -ErrorAction SilentlyContinue
+}
+
 function Get-AgentConfig {
     if ($null -eq (Get-Service -Name 'HealthService' -ErrorAction SilentlyContinue)) { return $null }
     return New-Object -ComObject 'AgentConfigManager.MgmtSvcCfg'
@@ -519,6 +588,7 @@ function Read-ScomAgent {
             port = [int]$g.managementServerPort
             from_ad = [bool]$g.IsManagementGroupFromActiveDirectory
             action_account = [string]$g.ActionAccount
+            owner = (Get-ScomGroupOwner ([string]$g.managementGroupName))
         })
     }
     return [ordered]@{ installed = $true; management_groups = $groups }
@@ -567,12 +637,19 @@ function Install-ScomAgent {
         [void]$argv.Add('ACTIONS_USE_COMPUTER_ACCOUNT=1')
     }
     Invoke-Msiexec ([string[]]$argv)
+    $owner = Get-Arg $A 'owner'
+    if ($owner) { Set-ScomGroupOwner ([string]$A.management_group) ([string]$owner) }
     return $null
 }
 
 function Uninstall-ScomAgent {
     param($A)
+    $names = New-Object System.Collections.ArrayList
+    $cfg = Get-AgentConfig
+    if ($null -ne $cfg) { foreach ($g in @($cfg.GetManagementGroups())) { [void]$names.Add([string]$g.managementGroupName) } }
     Invoke-Msiexec @('/x', (Get-QuotedMsiPath ([string]$A.msi_path)), '/qn', '/norestart')
+    # the groups are gone with the agent: so are their markers (only after msiexec succeeded)
+    foreach ($n in $names) { Clear-ScomGroupOwner $n }
     return $null
 }
 
@@ -581,8 +658,13 @@ function Edit-ManagementGroup {
     $cfg = Get-AgentConfig
     if ($null -eq $cfg) { Stop-Op 'KMSDEPLOY_NOT_FOUND' 'the SCOM agent is not installed' }
     switch -Exact ($Action) {
-        'add' { $cfg.AddManagementGroup([string]$A.name, [string]$A.server, [int]$A.port) }
-        'remove' { $cfg.RemoveManagementGroup([string]$A.name) }
+        'add' {
+            $cfg.AddManagementGroup([string]$A.name, [string]$A.server, [int]$A.port)
+            $owner = Get-Arg $A 'owner'
+            if ($owner) { Set-ScomGroupOwner ([string]$A.name) ([string]$owner) }
+        }
+        'remove' { $cfg.RemoveManagementGroup([string]$A.name); Clear-ScomGroupOwner ([string]$A.name) }
+        'mark' { Set-ScomGroupOwner ([string]$A.name) ([string]$A.owner) }
         'reload' { $cfg.ReloadConfiguration() }
     }
     return $null
@@ -718,6 +800,7 @@ function Invoke-Op {
         'eventlog.read_activations' { return (Read-KmsActivations $a) }
         'firewall.read' { return (Read-FirewallRules $a) }
         'dns.read' { return (Read-DnsRecords $a) }
+        'dns.list_owned' { return (Read-OwnedDnsSets $a) }
         'scom.read' { return (Read-ScomAgent) }
         'scom.read_parents' { return (Read-ScomParents $a) }
         'licensing.install_key' { return (Install-ProductKey $a) }
@@ -738,6 +821,7 @@ function Invoke-Op {
         'scom.add_group' { return (Edit-ManagementGroup 'add' $a) }
         'scom.remove_group' { return (Edit-ManagementGroup 'remove' $a) }
         'scom.reload' { return (Edit-ManagementGroup 'reload' $a) }
+        'scom.mark_group' { return (Edit-ManagementGroup 'mark' $a) }
         'scom.set_primary' { return (Set-ScomPrimary $a) }
         'scom.set_failover' { return (Set-ScomFailover $a) }
         default { Stop-Op 'KMSDEPLOY_UNKNOWN_OP' ('unknown operation: ' + [string]$Op.op) }
